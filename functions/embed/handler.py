@@ -1,0 +1,92 @@
+"""Embed function: POST /v1/embed, POST /v1/embeddings (OpenAI), GET /health, GET /metrics.
+
+The model is loaded here, at import (Lambda init), never per request.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ragserve.api.app import InitResult, create_app, resolve
+from ragserve.api.body import parse_body
+from ragserve.api.requests import EmbedRequest, OpenAIEmbeddingsRequest
+from ragserve.embedding.service import embed_texts
+from ragserve.errors import InvalidInput, NotFound
+from ragserve.model.encoder import load_encoder
+from ragserve.observability.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from ragserve.observability.telemetry import Telemetry, render_prometheus
+from ragserve.settings import EmbedSettings
+
+SETTINGS = EmbedSettings.from_env()
+telemetry = Telemetry("embed")
+logger, tracer, metrics = telemetry.logger, telemetry.tracer, telemetry.metrics
+ENCODER = InitResult(lambda: load_encoder(settings=SETTINGS.encoder), telemetry, "model")
+if ENCODER.value is not None:
+    telemetry.record_model_init(ENCODER.value.init_ms, ENCODER.value.dimensions)
+    logger.info("model loaded", extra={"model": ENCODER.value.model_id, "variant": ENCODER.value.spec.variant,
+                                       "threads": ENCODER.value.threads, "init_ms": round(ENCODER.value.init_ms, 1)})
+app = create_app(telemetry)
+
+
+@app.post("/v1/embed")
+@tracer.capture_method
+def handle_post_embed() -> dict:
+    request = parse_body(app.current_event.raw_event, EmbedRequest, SETTINGS.limits.max_body_bytes)
+    result = embed_texts(ENCODER.get(), request.texts, limits=SETTINGS.limits,
+                         normalize=request.normalize, encoding=request.encoding)
+    telemetry.record_embedding(result.count, result.tokens, result.truncated, result.dimensions)
+    return {
+        "model": result.model,
+        "dimensions": result.dimensions,
+        "encoding": request.encoding,
+        "embeddings": result.embeddings,
+        "usage": {"tokens": result.tokens, "truncated": result.truncated},
+    }
+
+
+@app.post("/v1/embeddings")
+@tracer.capture_method
+def handle_post_embeddings() -> dict:
+    request = parse_body(app.current_event.raw_event, OpenAIEmbeddingsRequest, SETTINGS.limits.max_body_bytes)
+    encoder = ENCODER.get()
+    if request.model is not None and request.model not in encoder.spec.aliases:
+        raise NotFound(f"model {request.model!r} is not served here; use {encoder.model_id!r}",
+                       code="model_not_found")
+    if request.dimensions is not None and request.dimensions != encoder.dimensions:
+        raise InvalidInput(f"dimensions must be {encoder.dimensions} for {encoder.model_id}",
+                           code="invalid_dimensions")
+    result = embed_texts(encoder, request.texts, limits=SETTINGS.limits, encoding=request.encoding_format)
+    telemetry.record_embedding(result.count, result.tokens, result.truncated, result.dimensions)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": vector}
+                 for i, vector in enumerate(result.embeddings)],
+        "model": result.model,
+        "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+    }
+
+
+@app.get("/health")
+def handle_get_health() -> Response:
+    healthy = ENCODER.value is not None
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "model": ENCODER.value.model_id if healthy else None,
+        "index_version": None,
+        "checks": {"model": "ok" if healthy else ENCODER.error},
+    }
+    return Response(status_code=200 if healthy else 503, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.get("/metrics")
+def handle_get_metrics() -> Response:
+    return Response(status_code=200, content_type=PROMETHEUS_CONTENT_TYPE, body=render_prometheus())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return resolve(app, event, context, telemetry)

@@ -1,0 +1,84 @@
+"""The resolver every function uses: orjson serialisation, domain errors mapped to the
+JSON error shape, no stack trace ever returned, and request metrics around each call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import orjson
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+
+from ragserve.api.errors import error_body, headers_of, status_of
+from ragserve.errors import NotReady, RagserveError
+from ragserve.observability.telemetry import Telemetry
+from ragserve.routes import operation_of
+
+T = TypeVar("T")
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def serialize(value: Any) -> str:
+    return orjson.dumps(value, option=_ORJSON_OPTIONS).decode("utf-8")
+
+
+class InitResult(Generic[T]):
+    """What a function loaded at init, or why it could not: the module still imports,
+    /health reports the failure, and routes that need it answer 503."""
+
+    def __init__(self, load: Callable[[], T], telemetry: Telemetry, what: str) -> None:
+        self.value: T | None = None
+        self.error: str | None = None
+        try:
+            self.value = load()
+        except RagserveError as exc:
+            self.error = exc.message
+            telemetry.logger.error(f"{what} failed to load", extra={"error": exc.message, "code": exc.code})
+
+    def get(self) -> T:
+        if self.value is None:
+            raise NotReady(f"service not ready: {self.error}", code="not_ready")
+        return self.value
+
+
+def create_app(telemetry: Telemetry) -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver(serializer=serialize)
+
+    def request_id() -> str:
+        return app.current_event.request_context.request_id or ""
+
+    @app.exception_handler(RagserveError)
+    def handle_domain_error(error: RagserveError) -> Response:
+        status = status_of(error)
+        log = telemetry.logger.warning if status < 500 else telemetry.logger.error
+        log("request failed", extra={"status": status, "code": error.code, "reason": error.message})
+        return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
+                        body=error_body(error.code, error.message, request_id()), headers=headers_of(error))
+
+    @app.not_found
+    def handle_not_found(_: NotFoundError) -> Response:
+        event = app.current_event
+        return Response(status_code=404, content_type=content_types.APPLICATION_JSON,
+                        body=error_body("not_found", f"no route for {event.http_method} {event.path}",
+                                        request_id()))
+
+    @app.exception_handler(Exception)
+    def handle_unexpected(error: Exception) -> Response:
+        telemetry.logger.exception("unhandled error", extra={"error_type": type(error).__name__})
+        return Response(status_code=500, content_type=content_types.APPLICATION_JSON,
+                        body=error_body("internal_error", "internal error; see the logs for this request id",
+                                        request_id()))
+
+    return app
+
+
+def resolve(app: APIGatewayRestResolver, event: dict, context: Any, telemetry: Telemetry) -> dict:
+    """``app.resolve`` with the request's latency, count and error class recorded."""
+    started = time.perf_counter()
+    response = app.resolve(event, context)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    operation = operation_of(event.get("httpMethod", ""), event.get("resource", ""))
+    telemetry.record_request(operation, int(response["statusCode"]), elapsed_ms)
+    return response

@@ -1,0 +1,1 @@
+"""Embedding use case: validate texts against the limits, embed, encode the output."""

@@ -1,0 +1,1 @@
+"""The embedding model: manifest (models as data), micro-batching, pooling, encoder."""

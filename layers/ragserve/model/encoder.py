@@ -1,0 +1,129 @@
+"""The ONNX encoder: tokenise -> run -> pool/normalise, in length-sorted micro-batches.
+
+Loaded once (Lambda init): the manifest's sha256 of each file is checked, the ONNX
+session is created with explicit threads and full graph optimisation, and warmed up.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from ragserve.model.batching import plan_micro_batches
+from ragserve.model.manifest import ModelSpec, resolve_model
+from ragserve.model.pooling import l2_normalize, mean_pool
+from ragserve.settings import EncoderSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Vectors in the caller's order, with what producing them cost."""
+
+    vectors: np.ndarray  # float32, (n, dimensions)
+    tokens: int  # tokens fed to the model (after truncation)
+    truncated: int  # texts cut at the model's max length
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, capped by a cgroup v2 quota if any."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+class Encoder:
+    """Turns texts into embeddings. Safe to call from several threads at once."""
+
+    def __init__(self, spec: ModelSpec, *, threads: int, token_budget: int, max_batch: int) -> None:
+        self.spec = spec
+        self.threads = threads
+        self.token_budget = token_budget
+        self.max_batch = max_batch
+        started = time.perf_counter()
+        spec.verify()
+        self._tokenizer = Tokenizer.from_file(str(spec.tokenizer_file.path))
+        self._tokenizer.enable_truncation(max_length=spec.max_length)
+        self._tokenizer.no_padding()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            str(spec.model_file.path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self._output_name = self._session.get_outputs()[0].name
+        self.embed(["warm up", "a slightly longer sentence to warm up the session"])
+        self.init_ms = (time.perf_counter() - started) * 1000.0
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.id
+
+    @property
+    def dimensions(self) -> int:
+        return self.spec.dimensions
+
+    @property
+    def max_length(self) -> int:
+        return self.spec.max_length
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> np.ndarray:
+        """Embeddings of ``texts`` as float32 (n x dimensions), in the same order."""
+        return self.encode(texts, normalize=normalize).vectors
+
+    def encode(self, texts: Sequence[str], *, normalize: bool = True) -> Embeddings:
+        """Like ``embed``, with token usage."""
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        if not texts:
+            return Embeddings(out, 0, 0)
+        encodings = self._tokenizer.encode_batch_fast(list(texts))
+        lengths = [len(e.ids) for e in encodings]
+        for indices in plan_micro_batches(lengths, self.token_budget, self.max_batch):
+            batch = [encodings[i] for i in indices]
+            out[indices] = self._run(batch)
+        if normalize and self.spec.normalize:
+            out = l2_normalize(out)
+        truncated = sum(1 for e in encodings if e.overflowing)
+        return Embeddings(out, int(sum(lengths)), truncated)
+
+    def _run(self, batch: list) -> np.ndarray:
+        width = max(len(e.ids) for e in batch)
+        ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, enc in enumerate(batch):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run([self._output_name], feeds)[0]
+        return mean_pool(hidden, mask)
+
+
+def load_encoder(model_id: str | None = None, settings: EncoderSettings | None = None, **overrides) -> Encoder:
+    """Load, verify and warm up a model. ``model_id`` None: the manifest's default.
+
+    ``overrides`` are ``EncoderSettings`` fields (``variant``, ``threads``, ...);
+    an argument beats the environment, which beats the default.
+    """
+    if settings is None:
+        settings = EncoderSettings.from_env(model_id=model_id, **overrides)
+    elif model_id is not None or overrides:
+        settings = settings.model_copy(update={"model_id": model_id or settings.model_id, **overrides})
+    spec = resolve_model(settings.artifacts_dir, settings.model_id, settings.variant)
+    return Encoder(spec, threads=settings.threads or available_cpus(),
+                   token_budget=settings.token_budget, max_batch=settings.max_batch)
