@@ -42,6 +42,11 @@ MAX_LENGTH = 256
 DIMENSIONS = 384
 OPSET = 17
 VARIANT_FILES = {"int8": "model.onnx", "fp32": "model_fp32.onnx"}
+# Dynamic int8 quantises activations with one scale per tensor: rows of a batch change
+# each other's results, so the int8 model runs one text at a time (batch invariance).
+VARIANT_OPTIONS = {
+    "int8": {"max_batch": 1, "max_batch_reason": "dynamic per-tensor activation quantization"},
+}
 GOLDEN_DIR = REPO / "tests" / "data"
 
 log = logging.getLogger("model_artifacts.build")
@@ -151,7 +156,8 @@ def write_manifest(variants: dict[str, str]) -> None:
                 "tokenizer": {"file": f"{MODEL_ID}/tokenizer.json",
                               "sha256": sha256_of(MODEL_DIR / "tokenizer.json")},
                 "variants": {
-                    name: {"file": f"{MODEL_ID}/{VARIANT_FILES[name]}", "sha256": digest}
+                    name: {"file": f"{MODEL_ID}/{VARIANT_FILES[name]}", "sha256": digest,
+                           **VARIANT_OPTIONS.get(name, {})}
                     for name, digest in sorted(variants.items())
                 },
                 "default_variant": "int8",

@@ -21,7 +21,7 @@ from ragserve.settings import EmbedSettings
 
 SETTINGS = EmbedSettings.from_env()
 telemetry = Telemetry("embed")
-logger, tracer, metrics = telemetry.logger, telemetry.tracer, telemetry.metrics
+logger, tracer = telemetry.logger, telemetry.tracer
 ENCODER = InitResult(lambda: load_encoder(settings=SETTINGS.encoder), telemetry, "model")
 if ENCODER.value is not None:
     telemetry.record_model_init(ENCODER.value.init_ms, ENCODER.value.dimensions)
@@ -87,6 +87,5 @@ def handle_get_metrics() -> Response:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return resolve(app, event, context, telemetry)

@@ -63,6 +63,13 @@ class NotReady(RagserveError):
 
 
 class ModelArtifactError(RagserveError):
-    """A model file is missing, altered, or the manifest does not name the model."""
+    """A model file is missing, altered, or the manifest does not name the model.
+
+    ``message`` says where and what to do (for logs and the operator); ``summary`` is
+    the short reason that may be shown to any caller (no paths, no hashes)."""
 
     code = "model_unavailable"
+
+    def __init__(self, message: str, *, summary: str) -> None:
+        super().__init__(message)
+        self.summary = summary

@@ -3,6 +3,7 @@ gateway (and by the CDK stack), so that local routing is API Gateway's routing."
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +27,7 @@ class Route:
         return None if found is None else found.groupdict()
 
 
+@functools.cache
 def _pattern(resource: str) -> re.Pattern[str]:
     return re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(resource)))
 
@@ -38,17 +40,17 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def find_route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-    for route in ROUTES:
+def find_route(method: str, path: str, routes: tuple[Route, ...] = ROUTES) -> tuple[Route, dict[str, str]] | None:
+    for route in routes:
         params = route.match(method, path)
         if params is not None:
             return route, params
     return None
 
 
-def path_exists(path: str) -> bool:
+def path_exists(path: str, routes: tuple[Route, ...] = ROUTES) -> bool:
     """Whether any method serves ``path`` (to tell 405 from 404)."""
-    return any(_pattern(r.resource).fullmatch(path) for r in ROUTES)
+    return any(_pattern(r.resource).fullmatch(path) for r in routes)
 
 
 def operation_of(method: str, resource: str) -> str:

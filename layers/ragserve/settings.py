@@ -1,8 +1,9 @@
 """Settings: environment variable names (defined once, imported by the runtime and by
 the CDK app) and one frozen, validated settings object per function.
 
-Explicit argument beats environment beats default. Nothing else in the package reads
-``os.environ``.
+Explicit argument beats environment beats default. No other module reads ragserve's
+variables (``observability.tracing`` reads the Lambda and Powertools ones, as
+Powertools itself does).
 """
 
 from __future__ import annotations

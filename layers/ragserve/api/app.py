@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
 from ragserve.api.errors import error_body, headers_of, status_of
-from ragserve.errors import NotReady, RagserveError
+from ragserve.errors import ModelArtifactError, NotReady, RagserveError
 from ragserve.observability.telemetry import Telemetry
 from ragserve.routes import operation_of
 
@@ -30,12 +30,15 @@ class InitResult(Generic[T]):
 
     def __init__(self, load: Callable[[], T], telemetry: Telemetry, what: str) -> None:
         self.value: T | None = None
-        self.error: str | None = None
+        self.error: str | None = None  # short, safe to show to any caller
         try:
             self.value = load()
-        except RagserveError as exc:
-            self.error = exc.message
+        except ModelArtifactError as exc:
+            self.error = f"{exc.summary} (see the function's log)"
             telemetry.logger.error(f"{what} failed to load", extra={"error": exc.message, "code": exc.code})
+        except Exception as exc:  # noqa: BLE001 - any init failure must leave /health answering
+            self.error = f"{what} failed to load: {type(exc).__name__} (see the function's log)"
+            telemetry.logger.exception(f"{what} failed to load")
 
     def get(self) -> T:
         if self.value is None:
@@ -76,9 +79,10 @@ def create_app(telemetry: Telemetry) -> APIGatewayRestResolver:
 
 def resolve(app: APIGatewayRestResolver, event: dict, context: Any, telemetry: Telemetry) -> dict:
     """``app.resolve`` with the request's latency, count and error class recorded."""
-    started = time.perf_counter()
-    response = app.resolve(event, context)
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
-    operation = operation_of(event.get("httpMethod", ""), event.get("resource", ""))
-    telemetry.record_request(operation, int(response["statusCode"]), elapsed_ms)
+    with telemetry.invocation():
+        started = time.perf_counter()
+        response = app.resolve(event, context)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        operation = operation_of(event.get("httpMethod", ""), event.get("resource", ""))
+        telemetry.record_request(operation, int(response["statusCode"]), elapsed_ms)
     return response

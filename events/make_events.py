@@ -1,0 +1,152 @@
+"""Write the sample API Gateway REST proxy events (payload 1.0) of the embed function.
+
+Every event is built by ``ragserve.local.events.rest_event``, so it has exactly the
+shape the local server gives the handlers; request ids and the request time are fixed
+so that the files are stable. ``expected.json`` maps each file to the status code
+``functions.embed.handler.lambda_handler`` must answer.
+
+    python events/make_events.py          # (re)write the files
+    python events/make_events.py --check  # exit 1 if a file is missing or stale
+
+Run one with ``ragserve invoke embed events/apigw_embed_post.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from pathlib import Path
+
+from ragserve.local.events import rest_event
+
+EVENTS_DIR = Path(__file__).resolve().parent
+EXPECTED_FILE = "expected.json"
+API_KEY = "local-dev-key"
+REQUEST_TIME_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+REQUEST_TIME = "01/Jan/2026:00:00:00 +0000"
+MAX_BODY_BYTES = 1_048_576  # Limits.max_body_bytes default (DESIGN.md section 3)
+
+TEXTS = [
+    "How do I reset my password?",
+    "Serverless functions scale to zero when nobody calls them.",
+    "A vector database stores embeddings and answers nearest-neighbour queries.",
+]
+
+
+def _name_to_request_id(name: str) -> str:
+    return "evt-" + name.removeprefix("apigw_").removesuffix(".json").replace("_", "-")
+
+
+def _event(name: str, method: str, path: str, *, body: object = None, keyed: bool = True) -> dict:
+    """``body``: a dict/list (sent as compact JSON), str or bytes (sent as is)."""
+    headers = {"Accept": "application/json", "User-Agent": "ragserve-events/1"}
+    if keyed:
+        headers["x-api-key"] = API_KEY
+    if body is not None:
+        headers["content-type"] = "application/json"
+        if not isinstance(body, (str, bytes)):
+            body = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    event = rest_event(method, path, headers=headers, body=body, api_key=API_KEY if keyed else None,
+                       request_id=_name_to_request_id(name))
+    event["requestContext"]["requestTimeEpoch"] = REQUEST_TIME_EPOCH_MS
+    event["requestContext"]["requestTime"] = REQUEST_TIME
+    return event
+
+
+def _base64_body(event: dict) -> dict:
+    """Send the event's (UTF-8) body base64-encoded, as API Gateway does for binary media types."""
+    event["body"] = base64.b64encode(event["body"].encode("utf-8")).decode("ascii")
+    event["isBase64Encoded"] = True
+    return event
+
+
+def build_events() -> tuple[dict[str, dict], dict[str, int]]:
+    """(file name -> event, file name -> expected status code)."""
+    events: dict[str, dict] = {}
+    expected: dict[str, int] = {}
+
+    def add(name: str, status: int, event: dict) -> None:
+        events[name] = event
+        expected[name] = status
+
+    def embed(name: str, status: int, body: object) -> None:
+        add(name, status, _event(name, "POST", "/v1/embed", body=body))
+
+    def embeddings(name: str, status: int, body: object) -> None:
+        add(name, status, _event(name, "POST", "/v1/embeddings", body=body))
+
+    # POST /v1/embed
+    embed("apigw_embed_post.json", 200, {"texts": TEXTS, "normalize": True, "encoding": "float"})
+    embed("apigw_embed_post_too_many.json", 413, {"texts": [f"text number {i}" for i in range(101)]})
+    embed("apigw_embed_post_text_too_long.json", 413, {"texts": ["a" * 8193]})
+    embed("apigw_embed_post_empty_text.json", 400, {"texts": ["hello", ""]})
+    embed("apigw_embed_post_whitespace_text.json", 400, {"texts": [" \t\n  "]})
+    embed("apigw_embed_post_empty_list.json", 400, {"texts": []})
+    embed("apigw_embed_post_wrong_type.json", 400, {"texts": "a string instead of a list of strings"})
+    embed("apigw_embed_post_malformed_json.json", 400, '{"texts": ["hello world"')
+    # rest_event sends a body that is not UTF-8 base64-encoded with isBase64Encoded
+    embed("apigw_embed_post_invalid_utf8_base64.json", 400, b'{"texts": ["caf\xe9 \xff\xfe"]}')
+    name = "apigw_embed_post_base64_body.json"
+    add(name, 200, _base64_body(_event(name, "POST", "/v1/embed", body={"texts": ["sent base64-encoded"]})))
+    embed("apigw_embed_post_encoding_base64.json", 200, {"texts": TEXTS[:2], "encoding": "base64"})
+    embed("apigw_embed_post_encoding_int8.json", 200, {"texts": TEXTS[:2], "encoding": "int8"})
+    embed("apigw_embed_post_encoding_binary.json", 200, {"texts": TEXTS[:2], "encoding": "binary"})
+    embed("apigw_embed_post_bad_encoding.json", 400, {"texts": ["hello"], "encoding": "float16"})
+    # one byte over the 1 MiB body limit: a single long string (compresses to ~1 KB in git)
+    prefix, suffix = '{"texts":["', '"]}'
+    filler = "x" * (MAX_BODY_BYTES + 1 - len(prefix) - len(suffix))
+    embed("apigw_embed_post_body_too_large.json", 413, prefix + filler + suffix)
+
+    # POST /v1/embeddings (OpenAI shape)
+    embeddings("apigw_embeddings_post.json", 200,
+               {"input": TEXTS, "model": "all-MiniLM-L6-v2", "encoding_format": "float"})
+    embeddings("apigw_embeddings_post_string_input.json", 200,
+               {"input": "What is the capital of Australia?", "model": "sentence-transformers/all-MiniLM-L6-v2"})
+    embeddings("apigw_embeddings_post_base64.json", 200, {"input": TEXTS[:2], "encoding_format": "base64"})
+    embeddings("apigw_embeddings_post_unknown_model.json", 404,
+               {"input": "hello", "model": "text-embedding-3-small"})
+    embeddings("apigw_embeddings_post_token_ids.json", 400, {"input": [101, 7592, 2088, 102]})
+
+    # GET /health (no key), GET /metrics, and a route that does not exist
+    add("apigw_health_get.json", 200, _event("apigw_health_get.json", "GET", "/health", keyed=False))
+    add("apigw_metrics_get.json", 200, _event("apigw_metrics_get.json", "GET", "/metrics"))
+    add("apigw_unknown_route.json", 404, _event("apigw_unknown_route.json", "GET", "/v1/does-not-exist"))
+    return events, expected
+
+
+def render(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+def rendered_files() -> dict[str, str]:
+    """Every file this script writes (events and expected.json), name -> content."""
+    events, expected = build_events()
+    files = {name: render(event) for name, event in events.items()}
+    files[EXPECTED_FILE] = render(dict(sorted(expected.items())))
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report stale or missing files, write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, content in rendered_files().items():
+        path = EVENTS_DIR / name
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == content:
+            continue
+        stale.append(name)
+        if not args.check:
+            path.write_text(content, encoding="utf-8")
+    if args.check and stale:
+        print("stale or missing: " + ", ".join(stale), file=sys.stderr)
+        return 1
+    print(("stale: " if args.check else "written: ") + (", ".join(stale) or "none"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

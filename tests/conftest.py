@@ -1,0 +1,111 @@
+"""Shared fixtures: paths, the real encoder, the golden data, and a way to put one API
+Gateway event through the embed function's ``lambda_handler``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from ragserve.settings import Env
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "tests" / "data"
+ARTIFACTS_DIR = REPO_ROOT / "model_artifacts"
+EVENTS_DIR = REPO_ROOT / "events"
+API_KEY = "local-dev-key"
+
+# Hermetic: the developer's RAGSERVE_* variables must not change what the tests load
+# (this runs before any test module imports the handler, which reads them at import).
+for _name in [v for k, v in vars(Env).items() if k.isupper()]:
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    return ARTIFACTS_DIR
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The default model (int8), loaded once, exactly as the embed function loads it."""
+    import ragserve
+
+    return ragserve.load_encoder()
+
+
+@pytest.fixture(scope="session")
+def golden_texts() -> list[str]:
+    return json.loads((DATA_DIR / "golden_texts.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def golden_vectors(golden_texts) -> np.ndarray:
+    """PyTorch reference embeddings (L2-normalised), one row per golden text."""
+    vectors = np.load(DATA_DIR / "golden_vectors.npy")
+    assert vectors.shape == (len(golden_texts), 384)
+    return vectors
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the handler answered: status, headers (lower-case names), the raw response,
+    and the body parsed as JSON when the answer is JSON (else the body text)."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+    raw: dict
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+def invoke_handler(event: dict) -> Invocation:
+    from ragserve.local.events import LocalContext
+
+    from functions.embed.handler import lambda_handler
+
+    response = lambda_handler(event, LocalContext(function_name="embed"))
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    for k, values in (response.get("multiValueHeaders") or {}).items():
+        headers.setdefault(k.lower(), ",".join(values))
+    body = response.get("body")
+    if headers.get("content-type", "").startswith("application/json"):
+        body = json.loads(body)
+    return Invocation(int(response["statusCode"]), headers, body, response)
+
+
+@pytest.fixture(scope="session")
+def invoke():
+    """``invoke(event) -> Invocation``: one event through the embed function."""
+    return invoke_handler
+
+
+@pytest.fixture(scope="session")
+def make_event():
+    """``make_event(method, path, body=..., request_id=...)``: a REST proxy event as the
+    local gateway builds it, with the API key and (for a body) a JSON content type."""
+    from ragserve.local.events import rest_event
+
+    def build(method: str, path: str, *, body: object = None, request_id: str = "test-request",
+              headers: dict[str, str] | None = None) -> dict:
+        all_headers = {"x-api-key": API_KEY}
+        if body is not None:
+            all_headers["content-type"] = "application/json"
+            if not isinstance(body, (str, bytes)):
+                body = json.dumps(body)
+        all_headers.update(headers or {})
+        return rest_event(method, path, headers=all_headers, body=body, api_key=API_KEY, request_id=request_id)
+
+    return build
