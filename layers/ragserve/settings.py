@@ -86,9 +86,9 @@ class EncoderSettings(_EnvSettings):
     artifacts_dir: Path = Field(default_factory=default_artifacts_dir)
     model_id: str | None = None  # None: the manifest's default model
     variant: Literal["int8", "fp32"] | None = None  # None: the model's default variant
-    threads: int | None = Field(default=None, ge=1, le=64)  # None: the CPUs available
+    threads: int | None = Field(default=None, ge=1, le=64)  # parallel workers; None: the CPUs available
     token_budget: int = Field(default=512, ge=16, le=1 << 20)  # padded tokens per micro-batch
-    max_batch: int = Field(default=64, ge=1, le=4096)  # texts per micro-batch
+    max_batch: int = Field(default=64, ge=1, le=4096)  # texts per micro-batch (the manifest may cap it)
 
 
 class Limits(_EnvSettings):
@@ -116,7 +116,7 @@ class EmbedSettings(BaseModel):
     limits: Limits
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "EmbedSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EmbedSettings:
         return cls(encoder=EncoderSettings.from_env(environ), limits=Limits.from_env(environ))
 
 

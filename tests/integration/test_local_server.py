@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ragserve.embedding.encodings import from_base64
 from ragserve.local.gateway import ApiKey, Gateway, TokenBucket, parse_api_keys
 from ragserve.local.server import load_handlers, make_server, serve_in_thread
@@ -94,7 +93,7 @@ def test_health_needs_no_key(server):
 
 def test_embed_over_http_matches_the_encoder(server, encoder):
     texts = ["the cat sat on the mat", "a serverless vector search"]
-    status, headers, data = request(server, "POST", "/v1/embed", {"texts": texts, "encoding": "base64"}, READ_KEY)
+    status, _, data = request(server, "POST", "/v1/embed", {"texts": texts, "encoding": "base64"}, READ_KEY)
     assert status == 200, data
     body = json.loads(data)
     got = np.stack([from_base64(e) for e in body["embeddings"]])
@@ -195,7 +194,8 @@ def test_metrics_route_counts_requests(server):
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
     text = data.decode()
-    line = next(ln for ln in text.splitlines() if ln.startswith('ragserve_requests_total{operation="embed",status="2xx"}'))
+    series = 'ragserve_requests_total{operation="embed",status="2xx"}'
+    line = next(ln for ln in text.splitlines() if ln.startswith(series))
     assert float(line.split()[-1]) >= 1
 
 
@@ -311,8 +311,8 @@ def test_invoke_command_prints_the_handler_result_as_json(tmp_path):
              "body": json.dumps({"texts": ["invoke me"]}), "isBase64Encoded": False}
     path = tmp_path / "event.json"
     path.write_text(json.dumps(event))
-    done = subprocess.run([*ragserve_command(), "invoke", "embed", str(path)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([*ragserve_command(), "invoke", "embed", str(path)],
+                          capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["statusCode"] == 200
@@ -322,8 +322,8 @@ def test_invoke_command_prints_the_handler_result_as_json(tmp_path):
 def test_invoke_command_rejects_unknown_function(tmp_path):
     path = tmp_path / "event.json"
     path.write_text("{}")
-    done = subprocess.run([*ragserve_command(), "invoke", "nosuch", str(path)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([*ragserve_command(), "invoke", "nosuch", str(path)],
+                          capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 2
     assert "no function 'nosuch'" in done.stderr
 
@@ -334,7 +334,7 @@ def test_serve_refuses_a_port_in_use():
         s.listen()
         port = s.getsockname()[1]
         done = subprocess.run([*ragserve_command(), "serve", "--port", str(port)], capture_output=True, text=True,
-                              timeout=60, env={**os.environ, "RAGSERVE_API_KEYS": "k:read"})
+                              check=False, timeout=60, env={**os.environ, "RAGSERVE_API_KEYS": "k:read"})
     assert done.returncode == 1
     assert "cannot listen" in done.stderr
 

@@ -151,7 +151,21 @@ def test_empty_input_gives_an_empty_matrix(encoder):
 def test_duplicate_texts_in_one_call_get_the_same_vector(encoder):
     vectors = encoder.embed(["same text", "other", "same text"])
 
-    np.testing.assert_allclose(vectors[0], vectors[2], atol=1e-6)
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+
+
+def test_duplicates_are_run_once_but_counted_in_usage(encoder, monkeypatch):
+    runs = []
+    original = encoder._run
+    monkeypatch.setattr(encoder, "_run", lambda batch: runs.append(len(batch)) or original(batch))
+    long_text = " ".join(["word"] * 600)
+
+    result = encoder.encode(["same text", long_text, "same text", long_text, "same text"])
+
+    assert sum(runs) == 2  # two distinct texts
+    assert result.vectors.shape == (5, 384)
+    assert result.tokens == 3 * 4 + 2 * encoder.max_length  # usage counts what the caller sent
+    assert result.truncated == 2
 
 
 def test_encoder_reports_what_it_loaded(encoder):

@@ -36,7 +36,7 @@ class InitResult(Generic[T]):
         except ModelArtifactError as exc:
             self.error = f"{exc.summary} (see the function's log)"
             telemetry.logger.error(f"{what} failed to load", extra={"error": exc.message, "code": exc.code})
-        except Exception as exc:  # noqa: BLE001 - any init failure must leave /health answering
+        except Exception as exc:
             self.error = f"{what} failed to load: {type(exc).__name__} (see the function's log)"
             telemetry.logger.exception(f"{what} failed to load")
 

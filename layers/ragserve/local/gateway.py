@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ragserve.local.logs import local_logger
-
 from ragserve.api.errors import error_body
 from ragserve.local.events import LocalContext, rest_event
+from ragserve.local.logs import local_logger
 from ragserve.routes import ROUTES, Route, find_route, path_exists
 from ragserve.settings import GatewaySettings, SettingsError
 

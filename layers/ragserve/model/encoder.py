@@ -101,12 +101,18 @@ class Encoder:
         return self.encode(texts, normalize=normalize).vectors
 
     def encode(self, texts: Sequence[str], *, normalize: bool = True) -> Embeddings:
-        """Like ``embed``, with token usage."""
-        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        """Like ``embed``, with token usage (of every text given, repeats included).
+
+        A text repeated within the call is tokenised and run once.
+        """
         if not texts:
-            return Embeddings(out, 0, 0)
-        encodings = self._tokenizer.encode_batch_fast(list(texts))
-        lengths = [len(e.ids) for e in encodings]
+            return Embeddings(np.empty((0, self.dimensions), dtype=np.float32), 0, 0)
+        slots: dict[str, int] = {}
+        inverse = np.fromiter((slots.setdefault(t, len(slots)) for t in texts), dtype=np.intp, count=len(texts))
+        encodings = self._tokenizer.encode_batch_fast(list(slots))
+        lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
+        truncated = np.array([bool(e.overflowing) for e in encodings])
+        out = np.empty((len(encodings), self.dimensions), dtype=np.float32)
         batches = plan_micro_batches(lengths, self.token_budget, self.max_batch)
         if self._pool is None or len(batches) == 1:
             for indices in batches:
@@ -117,8 +123,7 @@ class Encoder:
                 out[indices] = run.result()
         if normalize and self.spec.normalize:
             out = l2_normalize(out)
-        truncated = sum(1 for e in encodings if e.overflowing)
-        return Embeddings(out, int(sum(lengths)), truncated)
+        return Embeddings(out[inverse], int(lengths[inverse].sum()), int(truncated[inverse].sum()))
 
     def _run(self, batch: list) -> np.ndarray:
         width = max(len(e.ids) for e in batch)
