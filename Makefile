@@ -30,6 +30,7 @@ serve: $(BIN)/.installed
 	$(BIN)/ragserve serve --host $(HOST) --port $(PORT)
 
 test: $(BIN)/.installed
+	$(BIN)/ruff check layers functions tests bench model_artifacts infra events
 	$(BIN)/python -m pytest
 
 test-fast: $(BIN)/.installed
@@ -55,7 +56,7 @@ bench-embed: $(BIN)/.bench-installed
 bench: bench-embed
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check layers functions tests bench model_artifacts infra
+	$(BIN)/ruff check layers functions tests bench model_artifacts infra events
 
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) .pytest_cache .ragserve cdk.out

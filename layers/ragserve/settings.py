@@ -87,7 +87,7 @@ class EncoderSettings(_EnvSettings):
     model_id: str | None = None  # None: the manifest's default model
     variant: Literal["int8", "fp32"] | None = None  # None: the model's default variant
     threads: int | None = Field(default=None, ge=1, le=64)  # parallel workers; None: the CPUs available
-    token_budget: int = Field(default=512, ge=16, le=1 << 20)  # padded tokens per micro-batch
+    token_budget: int = Field(default=256, ge=16, le=1 << 20)  # padded tokens per micro-batch
     max_batch: int = Field(default=64, ge=1, le=4096)  # texts per micro-batch (the manifest may cap it)
 
 

@@ -32,7 +32,7 @@ def test_encoder_defaults(repo_root):
 
     assert settings.artifacts_dir == repo_root / "model_artifacts"
     assert settings.model_id is None and settings.variant is None and settings.threads is None
-    assert (settings.token_budget, settings.max_batch) == (512, 64)
+    assert (settings.token_budget, settings.max_batch) == (256, 64)
 
 
 def test_default_artifacts_dir_is_the_repos_model_artifacts(repo_root):

@@ -113,7 +113,9 @@ class Encoder:
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
         truncated = np.array([bool(e.overflowing) for e in encodings])
         out = np.empty((len(encodings), self.dimensions), dtype=np.float32)
-        batches = plan_micro_batches(lengths, self.token_budget, self.max_batch)
+        # at least one micro-batch per worker, so a small request still uses every core
+        per_worker = -(-len(encodings) // self.threads)
+        batches = plan_micro_batches(lengths, self.token_budget, min(self.max_batch, per_worker))
         if self._pool is None or len(batches) == 1:
             for indices in batches:
                 out[indices] = self._run([encodings[i] for i in indices])
