@@ -8,6 +8,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from ragserve import health
 from ragserve.api.app import InitResult, create_app, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import EmbedRequest, OpenAIEmbeddingsRequest
@@ -26,6 +27,9 @@ if ENCODER.value is not None:
     telemetry.record_model_init(ENCODER.value.init_ms, ENCODER.value.dimensions)
     logger.info("model loaded", extra={"model": ENCODER.value.model_id, "variant": ENCODER.value.spec.variant,
                                        "threads": ENCODER.value.threads, "init_ms": round(ENCODER.value.init_ms, 1)})
+health.register("model", lambda: health.Check("healthy") if ENCODER.value is not None
+                else health.Check("unhealthy", ENCODER.error or "not loaded"))
+health.register_fact("model", lambda: ENCODER.value.model_id if ENCODER.value is not None else None)
 app = create_app(telemetry)
 
 
@@ -69,14 +73,8 @@ def handle_post_embeddings() -> dict:
 
 @app.get("/health")
 def handle_get_health() -> Response:
-    healthy = ENCODER.value is not None
-    body = {
-        "status": "healthy" if healthy else "unhealthy",
-        "model": ENCODER.value.model_id if healthy else None,
-        "index_version": None,
-        "checks": {"model": "ok" if healthy else ENCODER.error},
-    }
-    return Response(status_code=200 if healthy else 503, content_type=content_types.APPLICATION_JSON, body=body)
+    body = health.report()
+    return Response(status_code=health.http_status(body), content_type=content_types.APPLICATION_JSON, body=body)
 
 
 @app.get("/metrics")
