@@ -183,6 +183,26 @@ def write_golden(source: Path) -> None:
     (GOLDEN_DIR / "golden_texts.json").write_text(
         json.dumps(GOLDEN_TEXTS, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     log.info("golden vectors: %d x %d", *vectors.shape)
+    write_retrieval_reference(model)
+
+
+def write_retrieval_reference(model) -> None:
+    """Reference embeddings of a real corpus for the retrieval-quality test: the
+    chatterbot-corpus English answers (documents) and every 10th question (queries)."""
+    import numpy as np
+
+    sys.path.insert(0, str(REPO / "layers"))
+    from ragserve.local.demo import qa_pairs
+
+    pairs = qa_pairs()
+    documents = [answer for _, _, answer in pairs]
+    queries = [question for _, question, _ in pairs[::10]]
+    for name, texts in (("retrieval_documents", documents), ("retrieval_queries", queries)):
+        vectors = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        np.save(GOLDEN_DIR / f"{name}.npy", vectors.astype(np.float16))
+        (GOLDEN_DIR / f"{name}.json").write_text(json.dumps(texts, ensure_ascii=False, indent=0) + "\n",
+                                                 encoding="utf-8")
+    log.info("retrieval reference: %d documents, %d queries", len(documents), len(queries))
 
 
 def main(argv: list[str] | None = None) -> int:

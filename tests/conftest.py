@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ API_KEY = "local-dev-key"
 # (this runs before any test module imports the handler, which reads them at import).
 for _name in [v for k, v in vars(Env).items() if k.isupper()]:
     os.environ.pop(_name, None)
+# Handlers imported in this process keep their collections and queue here, never in
+# the repo's ./.ragserve.
+SESSION_DATA_DIR = Path(tempfile.mkdtemp(prefix="ragserve-tests-"))
+os.environ[Env.DATA_DIR] = str(SESSION_DATA_DIR)
+os.environ[Env.RECHECK_SECONDS] = "0"
 
 
 @pytest.fixture(scope="session")

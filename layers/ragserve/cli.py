@@ -42,12 +42,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keys = {key.key: key}
         print(f"\n  No RAGSERVE_API_KEYS set: made a dev key with write scope for this run:\n\n"
               f"    export RAGSERVE_KEY={key.key}\n", file=sys.stderr, flush=True)
+    seed_demo_collection(log)
     handlers = load_handlers()
     try:
         server = make_server(Gateway(settings, handlers, keys), args.host, args.port)
     except OSError as exc:
         print(f"ragserve: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    poller = start_queue_poller(handlers, log)
     host, port = server.server_address[:2]
     log.info("listening", extra={"url": f"http://{host}:{port}", "functions": sorted(handlers),
                                  "keys": sorted(k.key_id for k in keys.values())})
@@ -59,8 +61,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
+        if poller:
+            poller.stop()
         log.info("stopped")
     return 0
+
+
+def seed_demo_collection(log) -> None:
+    """Build the demo collection on first start (local store only; "" disables it)."""
+    from ragserve.settings import Env, IngestSettings
+
+    name = os.environ.get(Env.DEMO_COLLECTION, "default")
+    settings = IngestSettings.from_env()
+    if not name or settings.store.kind != "local":
+        return
+    from ragserve.stores import open_store
+
+    store = open_store(settings.store)
+    if store.current(name) is not None:
+        return
+    from ragserve.ingest.bulk import embed_shard, merge_shards
+    from ragserve.ingest.writer import index_params
+    from ragserve.local.demo import demo_documents
+    from ragserve.model.encoder import load_encoder
+
+    try:
+        documents = demo_documents()
+    except ImportError:
+        log.warning("demo collection skipped: install the demo extra (chatterbot-corpus, pyyaml)")
+        return
+    encoder = load_encoder(settings=settings.encoder)
+    version = merge_shards(store, name, [embed_shard(encoder, documents)], model_id=encoder.model_id,
+                           params=index_params(settings.index), scratch_dir=settings.store.data_dir / "scratch",
+                           threads=encoder.threads)
+    log.info("demo collection built", extra={"collection": name, "documents": len(documents), "version": version})
+
+
+def start_queue_poller(handlers, log):
+    """Emulate the SQS event source of the ingest function with the local queue."""
+    from ragserve.settings import IngestSettings
+
+    settings = IngestSettings.from_env()
+    if "ingest" not in handlers or settings.queue_url:
+        return None
+    from ragserve.ingest.queue import LocalJobQueue
+    from ragserve.local.queue_poller import QueuePoller
+
+    data_dir = settings.store.data_dir
+    poller = QueuePoller(LocalJobQueue(data_dir / "queue.sqlite3"), handlers["ingest"], data_dir / "writer.lock")
+    if not poller.acquire():
+        log.warning("another ragserve process is the writer for this data directory; not polling the queue",
+                    extra={"data_dir": str(data_dir)})
+        return None
+    poller.start()
+    return poller
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
@@ -89,6 +143,46 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_build(args: argparse.Namespace) -> int:
+    _local_env()
+    from ragserve.errors import RagserveError
+    from ragserve.index.ann import IndexParams
+    from ragserve.ingest.bulk import build_collection, read_documents
+    from ragserve.local.logs import local_logger
+    from ragserve.snapshots.format import validate_collection as check_collection_name
+    from ragserve.progress import Progress
+    from ragserve.settings import IngestSettings
+    from ragserve.stores import open_store
+
+    log = local_logger()
+    settings = IngestSettings.from_env()
+    try:
+        check_collection_name(args.collection)
+        with open(args.input, "rb") as f:
+            documents = read_documents(f, settings.limits.max_text_chars)
+    except (OSError, RagserveError) as exc:
+        print(f"ragserve: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    params = IndexParams(dtype=args.dtype or settings.index.dtype, connectivity=settings.index.connectivity,
+                         expansion_add=settings.index.expansion_add,
+                         expansion_search=settings.index.expansion_search)
+    progress = Progress(len(documents), f"embedding {args.collection}", log=log)
+    version = build_collection(documents, args.collection, open_store(settings.store),
+                               encoder_settings=settings.encoder, params=params,
+                               scratch_dir=settings.store.data_dir / "scratch", workers=args.workers,
+                               progress=progress)
+    result = {"collection": args.collection, "version": version, "documents": len(documents), "dtype": params.dtype}
+    log.info("index built", extra=result)
+    sys.stdout.write(orjson_dumps(result) + "\n")
+    return 0
+
+
+def orjson_dumps(value) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragserve", description="Embeddings and semantic search, locally.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("function", help="a folder under functions/, e.g. embed")
     invoke.add_argument("event", help="event JSON file, or - for stdin")
     invoke.set_defaults(func=cmd_invoke)
+    index = sub.add_parser("index", help="collection indexes").add_subparsers(dest="index_command", required=True)
+    build = index.add_parser("build", help="build a collection from JSONL (id, text, metadata per line)")
+    build.add_argument("--input", required=True, help="JSONL file")
+    build.add_argument("--collection", required=True)
+    build.add_argument("--dtype", choices=["f16", "i8", "b1"], default=None, help="default: RAGSERVE_INDEX_DTYPE")
+    build.add_argument("--workers", type=int, default=None, help="embedding processes (default: one per CPU)")
+    build.set_defaults(func=cmd_index_build)
+    from ragserve.keys.cli import add_keys_parser  # `ragserve keys ...` (AWS: DynamoDB + API Gateway)
+
+    add_keys_parser(sub)
     return parser
 
 

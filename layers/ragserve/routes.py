@@ -35,8 +35,12 @@ def _pattern(resource: str) -> re.Pattern[str]:
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/embed", "embed", "embed", "read"),
     Route("POST", "/v1/embeddings", "embed", "embeddings", "read"),
-    Route("GET", "/health", "embed", "health", None),
-    Route("GET", "/metrics", "embed", "metrics", "read"),
+    Route("POST", "/v1/search", "search", "search", "read"),
+    Route("GET", "/v1/collections/{c}", "search", "describe_collection", "read"),
+    Route("POST", "/v1/collections/{c}/documents", "ingest", "ingest", "write"),
+    Route("DELETE", "/v1/collections/{c}/documents/{id}", "ingest", "delete_document", "write"),
+    Route("GET", "/health", "ops", "health", None),
+    Route("GET", "/metrics", "ops", "metrics", "read"),
 )
 
 

@@ -33,6 +33,33 @@ class Env:
     RATE_LIMIT_RPS = "RAGSERVE_RATE_LIMIT_RPS"
     RATE_LIMIT_BURST = "RAGSERVE_RATE_LIMIT_BURST"
     DATA_DIR = "RAGSERVE_DATA_DIR"
+    STORE = "RAGSERVE_STORE"
+    SNAPSHOT_BUCKET = "RAGSERVE_SNAPSHOT_BUCKET"
+    SNAPSHOT_PREFIX = "RAGSERVE_SNAPSHOT_PREFIX"
+    CACHE_DIR = "RAGSERVE_CACHE_DIR"
+    RECHECK_SECONDS = "RAGSERVE_RECHECK_SECONDS"
+    DEFAULT_COLLECTION = "RAGSERVE_DEFAULT_COLLECTION"
+    MAX_K = "RAGSERVE_MAX_K"
+    MAX_OFFSET = "RAGSERVE_MAX_OFFSET"
+    MAX_DOCUMENTS = "RAGSERVE_MAX_DOCUMENTS"
+    QUEUE_URL = "RAGSERVE_QUEUE_URL"
+    INDEX_DTYPE = "RAGSERVE_INDEX_DTYPE"
+    INDEX_CONNECTIVITY = "RAGSERVE_INDEX_CONNECTIVITY"
+    INDEX_EXPANSION_ADD = "RAGSERVE_INDEX_EXPANSION_ADD"
+    INDEX_EXPANSION_SEARCH = "RAGSERVE_INDEX_EXPANSION_SEARCH"
+    DEMO_COLLECTION = "RAGSERVE_DEMO_COLLECTION"
+    # AWS resources (set by the CDK stack) and the ops / authorizer functions
+    STAGE = "RAGSERVE_STAGE"
+    KEYS_TABLE = "RAGSERVE_KEYS_TABLE"
+    EMBEDDING_CACHE_TABLE = "RAGSERVE_EMBEDDING_CACHE_TABLE"
+    IDEMPOTENCY_TABLE = "RAGSERVE_IDEMPOTENCY_TABLE"
+    QUERY_CACHE_URL = "RAGSERVE_QUERY_CACHE_URL"
+    METRICS_SOURCE = "RAGSERVE_METRICS_SOURCE"
+    METRICS_NAMESPACE = "RAGSERVE_METRICS_NAMESPACE"
+    METRICS_WINDOW_SECONDS = "RAGSERVE_METRICS_WINDOW_SECONDS"
+    METRICS_CACHE_SECONDS = "RAGSERVE_METRICS_CACHE_SECONDS"
+    METRICS_PERCENTILES = "RAGSERVE_METRICS_PERCENTILES"
+    HEALTH_CACHE_SECONDS = "RAGSERVE_HEALTH_CACHE_SECONDS"
 
 
 class SettingsError(ValueError):
@@ -120,6 +147,102 @@ class EmbedSettings(BaseModel):
         return cls(encoder=EncoderSettings.from_env(environ), limits=Limits.from_env(environ))
 
 
+def default_data_dir() -> Path:
+    return Path(".ragserve")
+
+
+class StoreSettings(_EnvSettings):
+    """Where collection snapshots live: a local directory (default) or S3."""
+
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "kind": Env.STORE,
+        "data_dir": Env.DATA_DIR,
+        "bucket": Env.SNAPSHOT_BUCKET,
+        "prefix": Env.SNAPSHOT_PREFIX,
+        "cache_dir": Env.CACHE_DIR,
+    }
+
+    kind: Literal["local", "s3"] = "local"
+    data_dir: Path = Field(default_factory=default_data_dir)  # local snapshots, the local queue
+    bucket: str = ""  # s3
+    prefix: str = ""  # s3 key prefix
+    cache_dir: Path | None = None  # where S3 snapshots are downloaded; None: <data_dir>/cache
+
+    @property
+    def download_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
+
+
+class IndexSettings(_EnvSettings):
+    """Build parameters of new collections (an existing collection keeps its dtype)."""
+
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "dtype": Env.INDEX_DTYPE,
+        "connectivity": Env.INDEX_CONNECTIVITY,
+        "expansion_add": Env.INDEX_EXPANSION_ADD,
+        "expansion_search": Env.INDEX_EXPANSION_SEARCH,
+    }
+
+    dtype: Literal["f16", "i8", "b1"] = "f16"
+    connectivity: int = Field(default=16, ge=4, le=128)
+    expansion_add: int = Field(default=128, ge=8, le=4096)
+    expansion_search: int = Field(default=64, ge=8, le=4096)
+
+
+class SearchLimits(_EnvSettings):
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "max_k": Env.MAX_K,
+        "max_offset": Env.MAX_OFFSET,
+        "recheck_seconds": Env.RECHECK_SECONDS,
+        "default_collection": Env.DEFAULT_COLLECTION,
+    }
+
+    max_k: int = Field(default=100, ge=1, le=1000)
+    max_offset: int = Field(default=1000, ge=0)
+    recheck_seconds: float = Field(default=5.0, ge=0)  # how often CURRENT is re-read
+    default_collection: str = "default"
+
+
+class SearchSettings(BaseModel):
+    """Everything the search function reads at init."""
+
+    model_config = ConfigDict(frozen=True)
+
+    encoder: EncoderSettings
+    limits: Limits
+    search: SearchLimits
+    store: StoreSettings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SearchSettings:
+        return cls(encoder=EncoderSettings.from_env(environ), limits=Limits.from_env(environ),
+                   search=SearchLimits.from_env(environ), store=StoreSettings.from_env(environ))
+
+
+class IngestSettings(BaseModel):
+    """Everything the ingest function (API routes and queue consumer) reads at init."""
+
+    model_config = ConfigDict(frozen=True)
+
+    encoder: EncoderSettings
+    limits: Limits
+    store: StoreSettings
+    index: IndexSettings
+    queue_url: str = ""  # SQS FIFO queue; empty: the local durable queue under data_dir
+    max_documents: int = Field(default=100, ge=1)  # per POST
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestSettings:
+        env = os.environ if environ is None else environ
+        try:
+            max_documents = int(env.get(Env.MAX_DOCUMENTS) or 100)
+        except ValueError:
+            raise SettingsError(f"{Env.MAX_DOCUMENTS}: not an integer") from None
+        return cls(encoder=EncoderSettings.from_env(environ), limits=Limits.from_env(environ),
+                   store=StoreSettings.from_env(environ), index=IndexSettings.from_env(environ),
+                   queue_url=env.get(Env.QUEUE_URL, ""), max_documents=max_documents)
+
+
 class GatewaySettings(_EnvSettings):
     """The local API Gateway emulator: keys and the per-key token bucket."""
 
@@ -132,3 +255,51 @@ class GatewaySettings(_EnvSettings):
     api_keys: str = ""  # "KEY:read,KEY2:write"
     rate_limit_rps: float = Field(default=50.0, gt=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+
+
+class KeysSettings(_EnvSettings):
+    """API keys in AWS: the DynamoDB table of hashed keys (authorizer, ``ragserve keys``)
+    and the stage whose usage plans (``ragserve-<stage>-<tier>``) meter them."""
+
+    ENV_NAMES: ClassVar[dict[str, str]] = {"table": Env.KEYS_TABLE, "stage": Env.STAGE}
+
+    table: str = ""
+    stage: str = ""
+
+
+class OpsSettings(_EnvSettings):
+    """The ops function: where /metrics reads from, and the dependencies /health checks
+    (an empty name: not deployed here, not checked)."""
+
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "metrics_source": Env.METRICS_SOURCE,
+        "metrics_namespace": Env.METRICS_NAMESPACE,
+        "metrics_window_seconds": Env.METRICS_WINDOW_SECONDS,
+        "metrics_cache_seconds": Env.METRICS_CACHE_SECONDS,
+        "metrics_percentiles": Env.METRICS_PERCENTILES,
+        "health_cache_seconds": Env.HEALTH_CACHE_SECONDS,
+        "stage": Env.STAGE,
+        "keys_table": Env.KEYS_TABLE,
+        "embedding_cache_table": Env.EMBEDDING_CACHE_TABLE,
+        "idempotency_table": Env.IDEMPOTENCY_TABLE,
+        "snapshot_bucket": Env.SNAPSHOT_BUCKET,
+        "queue_url": Env.QUEUE_URL,
+    }
+
+    metrics_source: Literal["local", "cloudwatch"] = "local"  # local: this process's registry
+    metrics_namespace: str = "ragserve"
+    metrics_window_seconds: int = Field(default=300, ge=60, le=86_400)  # CloudWatch statistics window
+    metrics_cache_seconds: float = Field(default=30.0, ge=0)  # GetMetricData at most this often
+    metrics_percentiles: str = Field(default="p50,p95,p99", pattern=r"^(none|p\d{1,2}(\.\d+)?(,p\d{1,2}(\.\d+)?)*)$")
+    health_cache_seconds: float = Field(default=30.0, ge=0)  # dependency probes at most this often
+    stage: str = ""
+    keys_table: str = ""
+    embedding_cache_table: str = ""
+    idempotency_table: str = ""
+    snapshot_bucket: str = ""
+    queue_url: str = ""
+
+    @property
+    def percentiles(self) -> tuple[str, ...]:
+        """Of RequestLatency on /metrics (``none``: no percentiles)."""
+        return () if self.metrics_percentiles == "none" else tuple(self.metrics_percentiles.split(","))

@@ -31,3 +31,35 @@ class OpenAIEmbeddingsRequest(BaseModel):
     @property
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+Scalar = str | int | float | bool | None
+
+
+class SearchRequest(BaseModel):
+    """POST /v1/search. Ranges (k, offset) are settings, checked by the core."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    query: str
+    k: int = 10
+    offset: int = 0
+    collection: str | None = None  # None: the default collection
+    filter: dict[str, Scalar] | None = None
+    include_text: bool = True
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    id: str
+    text: str
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class DocumentsRequest(BaseModel):
+    """POST /v1/collections/{c}/documents"""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    documents: list[DocumentIn]

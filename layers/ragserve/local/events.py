@@ -4,6 +4,7 @@ way API Gateway and the Lambda runtime build them, for local serving and invokin
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 import uuid
 from collections.abc import Mapping
@@ -66,6 +67,25 @@ def rest_event(
         "body": body if body not in ("", None) else None,
         "isBase64Encoded": is_base64,
     }
+
+
+def sqs_event(messages: list[dict], queue_arn: str = "arn:aws:sqs:local:000000000000:ragserve-ingest.fifo") -> dict:
+    """An SQS event (the Lambda event source mapping's shape) for FIFO ``messages``:
+    dicts with message_id, receipt, group, body, receive_count."""
+    now = str(int(time.time() * 1000))
+    return {"Records": [{
+        "messageId": m["message_id"],
+        "receiptHandle": m["receipt"],
+        "body": m["body"],
+        "attributes": {"ApproximateReceiveCount": str(m["receive_count"]), "SentTimestamp": now,
+                       "MessageGroupId": m["group"], "MessageDeduplicationId": m["message_id"],
+                       "ApproximateFirstReceiveTimestamp": now},
+        "messageAttributes": {},
+        "md5OfBody": hashlib.md5(m["body"].encode(), usedforsecurity=False).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "local",
+    } for m in messages]}
 
 
 @dataclass

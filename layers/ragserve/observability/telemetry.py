@@ -35,6 +35,11 @@ _truncated = REGISTRY.counter("ragserve_texts_truncated_total", "Texts cut at th
 _batch = REGISTRY.histogram("ragserve_batch_size", "Texts per embedding request.", BATCH_BUCKETS)
 _init = REGISTRY.gauge("ragserve_model_init_ms", "Model load, verification and warm-up time.")
 _dims = REGISTRY.gauge("ragserve_embedding_dimensions", "Dimensions of the served model.")
+_top_score = REGISTRY.histogram("ragserve_search_top_score", "Similarity of the best hit (drift signal).",
+                                (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0))
+_writes = REGISTRY.counter("ragserve_documents_written_total", "Documents applied by the writer, by kind.")
+_write_failures = REGISTRY.counter("ragserve_write_failures_total", "Queue messages whose write failed.")
+_index_load = REGISTRY.gauge("ragserve_index_load_ms", "Time to fetch, verify and open the last collection version.")
 
 
 _current: ContextVar[EphemeralMetrics | None] = ContextVar("ragserve_metrics", default=None)
@@ -53,20 +58,21 @@ class Telemetry:
         # `ragserve invoke`'s JSON result.
         self.logger = Logger(service=self.service, stream=sys.stderr)
         self.tracer = make_tracer(self.service)
-        self._init_metrics: list[tuple[str, str, float]] = []  # emitted with the first invocation
+        self._pending: list[tuple[str, str, float]] = []  # recorded between invocations (init, swaps)
         self._cold = True
-        self._cold_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     @contextmanager
     def invocation(self) -> Iterator[EphemeralMetrics]:
         """Collect this invocation's EMF metrics and print them as one blob at the end."""
         metrics = EphemeralMetrics(namespace=NAMESPACE, service=self.service)
-        with self._cold_lock:
+        with self._lock:
             cold, self._cold = self._cold, False
+            pending, self._pending = self._pending, []
         if cold:
             metrics.add_metric(name="ColdStart", unit=MetricUnit.Count, value=1)
-            for name, unit, value in self._init_metrics:
-                metrics.add_metric(name=name, unit=unit, value=value)
+        for name, unit, value in pending:
+            metrics.add_metric(name=name, unit=unit, value=value)
         token = _current.set(metrics)
         try:
             yield metrics
@@ -74,11 +80,14 @@ class Telemetry:
             _current.reset(token)
             metrics.flush_metrics()
 
-    @staticmethod
-    def _emf(name: str, unit: str, value: float) -> None:
+    def _emf(self, name: str, unit: str, value: float) -> None:
+        """Into this invocation's metrics; outside one (init), into the next invocation's."""
         metrics = _current.get()
         if metrics is not None:
             metrics.add_metric(name=name, unit=unit, value=value)
+        else:
+            with self._lock:
+                self._pending.append((name, unit, value))
 
     def record_request(self, operation: str, status: int, latency_ms: float) -> None:
         metrics = _current.get()
@@ -102,9 +111,31 @@ class Telemetry:
 
     def record_model_init(self, init_ms: float, dimensions: int) -> None:
         """At init; the EMF figure goes out with the first invocation."""
-        self._init_metrics.append(("ModelInitMs", MetricUnit.Milliseconds, init_ms))
+        self._emf("ModelInitMs", MetricUnit.Milliseconds, init_ms)
         _init.set(init_ms)
         _dims.set(dimensions)
+
+    def record_search(self, query_chars: int, top_score: float | None, index_version: int) -> None:
+        self._emf("QueryLength", MetricUnit.Count, query_chars)
+        self._emf("IndexVersion", MetricUnit.Count, index_version)
+        if top_score is not None:
+            self._emf("TopScore", MetricUnit.NoUnit, top_score)
+            _top_score.observe(top_score)
+
+    def record_writes(self, results, failed_messages: int) -> None:
+        """One consumer batch: versions published, documents written, messages failed."""
+        for result in results:
+            if result.version is not None:
+                self._emf("IndexVersion", MetricUnit.Count, result.version)
+            _writes.inc(result.upserted, kind="upsert")
+            _writes.inc(result.deleted, kind="delete")
+            _writes.inc(result.unchanged, kind="unchanged")
+        self._emf("WriteFailures", MetricUnit.Count, failed_messages)
+        _write_failures.inc(failed_messages)
+
+    def record_index_load(self, version: int, load_ms: float) -> None:
+        self._emf("IndexLoadMs", MetricUnit.Milliseconds, load_ms)
+        _index_load.set(load_ms)
 
 
 def render_prometheus() -> str:

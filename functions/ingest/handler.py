@@ -1,0 +1,74 @@
+"""Ingest function: POST /v1/collections/{c}/documents and DELETE
+/v1/collections/{c}/documents/{id} (202 once the write is durable in the queue), and
+the queue consumer: SQS FIFO batches (group = collection) applied by the single writer.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ragserve.api.access import check_collection_access, principal
+from ragserve.api.app import InitResult, create_app, resolve
+from ragserve.api.body import parse_body
+from ragserve.api.requests import DocumentsRequest
+from ragserve.ingest.consumer import consume
+from ragserve.ingest.queue import LocalJobQueue, SqsJobQueue
+from ragserve.ingest.service import Accepted, accept_delete, accept_upserts
+from ragserve.ingest.writer import CollectionWriter
+from ragserve.model.encoder import load_encoder
+from ragserve.observability.telemetry import Telemetry
+from ragserve.settings import IngestSettings
+from ragserve.stores import open_store
+
+SETTINGS = IngestSettings.from_env()
+telemetry = Telemetry("ingest")
+logger, tracer = telemetry.logger, telemetry.tracer
+QUEUE = SqsJobQueue(SETTINGS.queue_url) if SETTINGS.queue_url else \
+    LocalJobQueue(SETTINGS.store.data_dir / "queue.sqlite3")
+WRITER = InitResult(lambda: CollectionWriter(open_store(SETTINGS.store), load_encoder(settings=SETTINGS.encoder),
+                                             SETTINGS.index, SETTINGS.store.data_dir / "scratch", log=logger),
+                    telemetry, "writer")
+app = create_app(telemetry)
+
+
+def _accepted(result: Accepted) -> Response:
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON,
+                    body={"accepted": result.accepted, "job_id": result.job_id})
+
+
+@app.post("/v1/collections/<collection>/documents")
+@tracer.capture_method
+def handle_post_documents(collection: str) -> Response:
+    event = app.current_event.raw_event
+    check_collection_access(event, collection)
+    request = parse_body(event, DocumentsRequest, SETTINGS.limits.max_body_bytes)
+    result = accept_upserts(QUEUE, collection, request.documents, principal=principal(event),
+                            idempotency_key=app.current_event.headers.get("idempotency-key"),
+                            limits=SETTINGS.limits, max_documents=SETTINGS.max_documents)
+    logger.info("documents accepted", extra={"collection": collection, "job_id": result.job_id,
+                                             "documents": result.accepted})
+    return _accepted(result)
+
+
+@app.delete("/v1/collections/<collection>/documents/<doc_id>")
+@tracer.capture_method
+def handle_delete_document(collection: str, doc_id: str) -> Response:
+    event = app.current_event.raw_event
+    check_collection_access(event, collection)
+    result = accept_delete(QUEUE, collection, doc_id, principal=principal(event),
+                           idempotency_key=app.current_event.headers.get("idempotency-key"))
+    logger.info("delete accepted", extra={"collection": collection, "job_id": result.job_id})
+    return _accepted(result)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    if "Records" in event:  # the SQS event source: apply queued jobs
+        with telemetry.invocation():
+            outcome = consume(event["Records"], WRITER.get(), log=logger)
+            telemetry.record_writes(outcome.results, len(outcome.failed_message_ids))
+        return outcome.response()
+    return resolve(app, event, context, telemetry)

@@ -1,0 +1,66 @@
+"""An ingest job: upserts and deletes for one collection, as one queue message."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+import orjson
+
+from ragserve.documents import Document
+
+# SQS caps a message at 256 KiB: a request is split into parts below this size.
+MAX_MESSAGE_BYTES = 240 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class IngestJob:
+    job_id: str  # the id the caller got back; parts of one request share it
+    part: int
+    collection: str
+    upserts: tuple[Document, ...] = ()
+    deletes: tuple[str, ...] = ()
+
+    @property
+    def message_id(self) -> str:
+        """Deduplication id of this part: a replayed request maps to the same ids."""
+        return f"{self.job_id}.{self.part}"
+
+    def to_json(self) -> str:
+        return orjson.dumps({
+            "job_id": self.job_id, "part": self.part, "collection": self.collection,
+            "upserts": [{"id": d.id, "text": d.text, "metadata": dict(d.metadata)} for d in self.upserts],
+            "deletes": list(self.deletes),
+        }).decode()
+
+    @classmethod
+    def from_json(cls, body: str | bytes) -> IngestJob:
+        data = orjson.loads(body)
+        return cls(data["job_id"], int(data["part"]), data["collection"],
+                   tuple(Document.from_record(d) for d in data.get("upserts", ())), tuple(data.get("deletes", ())))
+
+
+def new_job_id(collection: str, principal: str, idempotency_key: str | None) -> str:
+    """Deterministic for a replay (same caller, collection and Idempotency-Key)."""
+    if idempotency_key:
+        digest = hashlib.sha256(f"{principal}\0{collection}\0{idempotency_key}".encode()).hexdigest()
+        return "job-" + digest[:32]
+    return "job-" + uuid.uuid4().hex
+
+
+def split_upserts(job_id: str, collection: str, documents: list[Document]) -> list[IngestJob]:
+    """Parts of at most MAX_MESSAGE_BYTES each, in the caller's order."""
+    parts: list[IngestJob] = []
+    batch: list[Document] = []
+    size = 0
+    for doc in documents:
+        doc_size = len(orjson.dumps({"id": doc.id, "text": doc.text, "metadata": dict(doc.metadata)})) + 1
+        if batch and size + doc_size > MAX_MESSAGE_BYTES - 512:
+            parts.append(IngestJob(job_id, len(parts), collection, tuple(batch)))
+            batch, size = [], 0
+        batch.append(doc)
+        size += doc_size
+    if batch:
+        parts.append(IngestJob(job_id, len(parts), collection, tuple(batch)))
+    return parts

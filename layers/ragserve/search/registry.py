@@ -1,0 +1,118 @@
+"""The live version of each collection, for a search function.
+
+A collection is loaded on first use (at init for the default one) and its ``CURRENT``
+pointer re-checked at most every ``recheck_seconds``. A new version is fetched,
+verified and opened *before* it replaces the old one, so in-flight searches keep the
+version they started with, and a version that fails verification is refused: the old
+one stays live and the collection reports degraded until a good version appears.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragserve.errors import NotReady
+from ragserve.health import Check
+from ragserve.search.collection import LoadedCollection
+from ragserve.snapshots.errors import CollectionNotFound
+from ragserve.snapshots.store import SnapshotStore
+
+
+@dataclass(slots=True)
+class _Entry:
+    live: LoadedCollection | None = None
+    checked_at: float = float("-inf")
+    refused: dict[int, str] = field(default_factory=dict)  # version -> short reason
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class CollectionRegistry:
+    def __init__(self, store: SnapshotStore, cache_dir: Path, *, recheck_seconds: float, model_id: str,
+                 dimensions: int, on_swap: Callable[[LoadedCollection, float], None] | None = None,
+                 log=None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.cache_dir = cache_dir
+        self.recheck_seconds = recheck_seconds
+        self.model_id = model_id
+        self.dimensions = dimensions
+        self._on_swap = on_swap
+        self._log = log
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._entries_lock = threading.Lock()
+
+    def _entry(self, name: str) -> _Entry:
+        with self._entries_lock:
+            return self._entries.setdefault(name, _Entry())
+
+    def get(self, name: str) -> LoadedCollection:
+        """The live version of ``name``; CollectionNotFound (404) if it has none."""
+        entry = self._entry(name)
+        if entry.live is None:
+            with entry.lock:  # first load: every caller waits for it
+                if entry.live is None:
+                    self._refresh(name, entry)
+        elif self._clock() - entry.checked_at >= self.recheck_seconds and entry.lock.acquire(blocking=False):
+            try:  # one caller re-checks; the others go on with the live version
+                self._refresh(name, entry)
+            finally:
+                entry.lock.release()
+        if entry.live is None:
+            if entry.refused:
+                version, reason = max(entry.refused.items())
+                raise NotReady(f"collection {name!r} has no usable version: v{version} refused ({reason})",
+                               code="collection_unavailable")
+            raise CollectionNotFound(f"collection {name!r} does not exist")
+        return entry.live
+
+    def _refresh(self, name: str, entry: _Entry) -> None:
+        entry.checked_at = self._clock()
+        current = self.store.current(name)
+        if current is None or (entry.live is not None and entry.live.version == current) or current in entry.refused:
+            return
+        started = time.perf_counter()
+        try:
+            directory = self.store.fetch(name, current, self.cache_dir)
+            loaded = LoadedCollection.open(directory)
+            self._check_model(loaded)
+        except Exception as exc:  # noqa: BLE001 - a bad version must never take down a good one
+            reason = getattr(exc, "code", type(exc).__name__)
+            entry.refused[current] = reason
+            if self._log:
+                self._log.error("snapshot refused", extra={"collection": name, "version": current,
+                                                          "reason": str(exc), "code": reason})
+            return
+        previous, entry.live = entry.live, loaded
+        load_ms = (time.perf_counter() - started) * 1000.0
+        if self._log:
+            self._log.info("collection loaded", extra={
+                "collection": name, "version": current, "documents": len(loaded), "dtype": loaded.meta.dtype,
+                "previous": previous.version if previous else None, "load_ms": round(load_ms, 1)})
+        if self._on_swap:
+            self._on_swap(loaded, load_ms)
+
+    def _check_model(self, loaded: LoadedCollection) -> None:
+        if loaded.meta.model_id != self.model_id or loaded.meta.dimensions != self.dimensions:
+            raise ValueError(f"snapshot built with {loaded.meta.model_id} ({loaded.meta.dimensions} dims); "
+                             f"this function serves {self.model_id} ({self.dimensions} dims)")
+
+    def loaded(self) -> dict[str, LoadedCollection]:
+        with self._entries_lock:
+            return {name: e.live for name, e in self._entries.items() if e.live is not None}
+
+    def health(self) -> Check:
+        with self._entries_lock:
+            entries = dict(self._entries)
+        problems = []
+        for name, entry in sorted(entries.items()):
+            newer = [v for v in entry.refused if entry.live is None or v > entry.live.version]
+            if newer:
+                problems.append(f"{name}: v{max(newer)} refused ({entry.refused[max(newer)]})"
+                                + (f", serving v{entry.live.version}" if entry.live else ""))
+        if not problems:
+            return Check("healthy")
+        return Check("degraded", "; ".join(problems))

@@ -1,0 +1,36 @@
+"""The search use case: validate, embed the query, search the live collection."""
+
+from __future__ import annotations
+
+from ragserve.api.requests import SearchRequest
+from ragserve.errors import InvalidInput, PayloadTooLarge
+from ragserve.model.encoder import Encoder
+from ragserve.snapshots.format import validate_collection as check_collection_name
+from ragserve.search.collection import SearchPage
+from ragserve.search.registry import CollectionRegistry
+from ragserve.settings import Limits, SearchLimits
+
+
+def validate_search(request: SearchRequest, limits: Limits, search_limits: SearchLimits) -> str:
+    """The collection to search, or InvalidInput (400) / PayloadTooLarge (413)."""
+    if len(request.query) > limits.max_query_chars:
+        raise PayloadTooLarge(f"query has {len(request.query)} characters; the limit is {limits.max_query_chars}",
+                              code="query_too_long")
+    if not request.query.strip():
+        raise InvalidInput("query is empty or whitespace only", code="empty_query")
+    if not 1 <= request.k <= search_limits.max_k:
+        raise InvalidInput(f"k must be between 1 and {search_limits.max_k}", code="invalid_k")
+    if request.offset < 0:
+        raise InvalidInput("offset must not be negative", code="invalid_offset")
+    if request.offset > search_limits.max_offset:
+        raise InvalidInput(f"offset must be at most {search_limits.max_offset}", code="invalid_offset")
+    return check_collection_name(request.collection or search_limits.default_collection)
+
+
+def search(registry: CollectionRegistry, encoder: Encoder, request: SearchRequest, *, limits: Limits,
+           search_limits: SearchLimits) -> SearchPage:
+    name = validate_search(request, limits, search_limits)
+    collection = registry.get(name)  # 404 before spending CPU on the query
+    query = encoder.embed([request.query])[0]
+    return collection.search(query, k=request.k, offset=request.offset, where=request.filter,
+                             include_text=request.include_text)
