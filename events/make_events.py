@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ragserve.local.events import rest_event
+from ragserve.routes import find_route
 
 EVENTS_DIR = Path(__file__).resolve().parent
 EXPECTED_FILE = "expected.json"
@@ -48,8 +49,10 @@ def _event(name: str, method: str, path: str, *, body: object = None, keyed: boo
         headers["content-type"] = "application/json"
         if not isinstance(body, (str, bytes)):
             body = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    event = rest_event(method, path, headers=headers, body=body, api_key=API_KEY if keyed else None,
-                       request_id=_name_to_request_id(name))
+    found = find_route(method, path)
+    resource, params = (found[0].resource, found[1]) if found else (path, None)
+    event = rest_event(method, path, resource=resource, path_parameters=params, headers=headers, body=body,
+                       api_key=API_KEY if keyed else None, request_id=_name_to_request_id(name))
     event["requestContext"]["requestTimeEpoch"] = REQUEST_TIME_EPOCH_MS
     event["requestContext"]["requestTime"] = REQUEST_TIME
     return event
@@ -108,6 +111,46 @@ def build_events() -> tuple[dict[str, dict], dict[str, int]]:
     embeddings("apigw_embeddings_post_unknown_model.json", 404,
                {"input": "hello", "model": "text-embedding-3-small"})
     embeddings("apigw_embeddings_post_token_ids.json", 400, {"input": [101, 7592, 2088, 102]})
+
+    # POST /v1/search (the tests seed a small "default" collection first)
+    def search(name: str, status: int, body: object) -> None:
+        add(name, status, _event(name, "POST", "/v1/search", body=body))
+
+    search("apigw_search_post.json", 200, {"query": "How do I reset my password?", "k": 3})
+    search("apigw_search_post_filter.json", 200,
+           {"query": "vector search", "k": 2, "filter": {"topic": "search"}, "include_text": False})
+    search("apigw_search_post_page_two.json", 200, {"query": "cloud functions", "k": 2, "offset": 2})
+    search("apigw_search_post_empty_query.json", 400, {"query": "   "})
+    search("apigw_search_post_query_too_long.json", 413, {"query": "q" * 501})
+    search("apigw_search_post_bad_k.json", 400, {"query": "hello", "k": 101})
+    search("apigw_search_post_negative_offset.json", 400, {"query": "hello", "offset": -1})
+    search("apigw_search_post_unknown_collection.json", 404, {"query": "hello", "collection": "nosuch"})
+    search("apigw_search_post_bad_collection_name.json", 400, {"query": "hello", "collection": "../etc"})
+    search("apigw_search_post_nested_filter.json", 400, {"query": "hello", "filter": {"a": {"b": 1}}})
+
+    # GET /v1/collections/{c}
+    add("apigw_collections_get.json", 200, _event("apigw_collections_get.json", "GET", "/v1/collections/default"))
+    add("apigw_collections_get_unknown.json", 404,
+        _event("apigw_collections_get_unknown.json", "GET", "/v1/collections/nosuch"))
+
+    # POST /v1/collections/{c}/documents (202: durable in the queue), DELETE one document
+    def documents(name: str, status: int, body: object, collection: str = "events") -> None:
+        add(name, status, _event(name, "POST", f"/v1/collections/{collection}/documents", body=body))
+
+    documents("apigw_documents_post.json", 202, {"documents": [
+        {"id": "doc-1", "text": "Serverless functions scale to zero.", "metadata": {"topic": "cloud"}},
+        {"id": "doc-2", "text": "HNSW graphs answer nearest-neighbour queries.", "metadata": {"topic": "search"}},
+    ]})
+    documents("apigw_documents_post_too_many.json", 413,
+              {"documents": [{"id": f"d{i}", "text": f"text {i}"} for i in range(101)]})
+    documents("apigw_documents_post_empty_text.json", 400, {"documents": [{"id": "d1", "text": " "}]})
+    documents("apigw_documents_post_duplicate_id.json", 400,
+              {"documents": [{"id": "d1", "text": "a"}, {"id": "d1", "text": "b"}]})
+    documents("apigw_documents_post_text_too_long.json", 413, {"documents": [{"id": "d1", "text": "a" * 8193}]})
+    documents("apigw_documents_post_bad_collection_name.json", 400, {"documents": [{"id": "d1", "text": "a"}]},
+              collection="Bad.Name")
+    add("apigw_documents_delete.json", 202,
+        _event("apigw_documents_delete.json", "DELETE", "/v1/collections/events/documents/doc-1"))
 
     # GET /health (no key), GET /metrics, and a route that does not exist
     add("apigw_health_get.json", 200, _event("apigw_health_get.json", "GET", "/health", keyed=False))

@@ -77,12 +77,13 @@ class Invocation:
         return self.headers.get("content-type", "")
 
 
-def invoke_handler(event: dict) -> Invocation:
+def invoke_handler(event: dict, function: str = "embed") -> Invocation:
+    import importlib
+
     from ragserve.local.events import LocalContext
 
-    from functions.embed.handler import lambda_handler
-
-    response = lambda_handler(event, LocalContext(function_name="embed"))
+    handler = importlib.import_module(f"functions.{function}.handler").lambda_handler
+    response = handler(event, LocalContext(function_name=function))
     headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
     for k, values in (response.get("multiValueHeaders") or {}).items():
         headers.setdefault(k.lower(), ",".join(values))
@@ -96,6 +97,51 @@ def invoke_handler(event: dict) -> Invocation:
 def invoke():
     """``invoke(event) -> Invocation``: one event through the embed function."""
     return invoke_handler
+
+
+def invoke_routed(event: dict) -> Invocation:
+    """Through the function that owns the event's route (as API Gateway routes it)."""
+    from ragserve.routes import find_route
+
+    found = find_route(event["httpMethod"], event["path"])
+    return invoke_handler(event, found[0].function if found else "embed")
+
+
+@pytest.fixture(scope="session")
+def invoke_route():
+    """``invoke_route(event) -> Invocation``: one event through the function owning its route."""
+    return invoke_routed
+
+
+SEED_DOCUMENTS = [
+    ("pw-1", "To reset your password, open Settings, choose Security and follow the link we email you.", "account"),
+    ("pw-2", "Forgotten passwords can be changed from the sign-in page with the 'forgot password' link.", "account"),
+    ("bill-1", "Invoices are sent on the first day of each month and can be paid by card.", "billing"),
+    ("search-1", "A vector index answers nearest-neighbour queries over embeddings.", "search"),
+    ("search-2", "HNSW graphs give fast approximate search with high recall.", "search"),
+    ("search-3", "Exact re-scoring of candidates fixes the recall lost by quantised indexes.", "search"),
+    ("cloud-1", "Serverless functions scale to zero when nobody calls them.", "cloud"),
+    ("cloud-2", "Provisioned concurrency keeps Lambda environments warm.", "cloud"),
+    ("cloud-3", "Cold starts are the time a new function instance needs before it can answer.", "cloud"),
+    ("food-1", "Add two cups of flour and stir until the batter is smooth.", "cooking"),
+]
+
+
+@pytest.fixture(scope="session")
+def seeded_default_collection(encoder):
+    """A small "default" collection in the session data dir (where handlers look)."""
+    from ragserve.documents import Document
+    from ragserve.ingest.jobs import IngestJob
+    from ragserve.ingest.writer import CollectionWriter
+    from ragserve.settings import IndexSettings
+    from ragserve.snapshots.local import LocalSnapshotStore
+
+    store = LocalSnapshotStore(SESSION_DATA_DIR)
+    if store.current("default") is None:
+        docs = tuple(Document(i, text, {"topic": topic}) for i, text, topic in SEED_DOCUMENTS)
+        CollectionWriter(store, encoder, IndexSettings(), SESSION_DATA_DIR / "scratch").apply(
+            "default", [IngestJob("seed", 0, "default", docs)])
+    return store
 
 
 @pytest.fixture(scope="session")
