@@ -104,3 +104,12 @@ def test_large_requests_are_split_into_sqs_sized_parts_in_order():
     assert [d.id for p in parts for d in p.upserts] == [d.id for d in documents]
     assert [p.part for p in parts] == list(range(len(parts)))
     assert IngestJob.from_json(parts[0].to_json()) == parts[0]
+
+
+def test_the_sole_consumer_recovers_messages_in_flight_at_a_crash(tmp_path):
+    queue = LocalJobQueue(tmp_path / "q.sqlite3")
+    queue.send(job("a", 1))
+    assert len(queue.receive(10, visibility_timeout=900)) == 1  # then the consumer is killed
+    assert queue.receive(10) == []
+    assert queue.recover_in_flight() == 1
+    assert [m.message_id for m in queue.receive(10)] == ["job-a-1.0"]

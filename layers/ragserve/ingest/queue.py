@@ -136,6 +136,14 @@ class LocalJobQueue:
         db.executemany("UPDATE messages SET visible_at = ?, receipt = NULL WHERE message_id = ? AND receipt = ?",
                        [(time.time() + delay, m.message_id, m.receipt) for m in messages])
 
+    def recover_in_flight(self) -> int:
+        """Make every in-flight message visible again. Only for the sole consumer at its
+        start (it holds the writer lock): in-flight messages then belong to a consumer
+        that died, and need not wait out their visibility timeout."""
+        cursor = self._connect().execute(
+            "UPDATE messages SET visible_at = 0, receipt = NULL WHERE state = 'pending' AND receipt IS NOT NULL")
+        return cursor.rowcount
+
     def counts(self) -> dict[str, int]:
         rows = self._connect().execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()
         return {state: n for state, n in rows}

@@ -41,6 +41,9 @@ class QueuePoller:
             self._lock_file.close()
             self._lock_file = None
             return False
+        recovered = self.queue.recover_in_flight()
+        if recovered:
+            log.info("recovered in-flight messages of a stopped writer", extra={"messages": recovered})
         return True
 
     def poll_once(self) -> int:
