@@ -188,7 +188,7 @@ def write_golden(source: Path) -> None:
 
 def write_retrieval_reference(model) -> None:
     """Reference embeddings of a real corpus for the retrieval-quality test: the
-    chatterbot-corpus English answers (documents) and every 10th question (queries)."""
+    chatterbot-corpus English answers (documents) and every 4th question (queries)."""
     import numpy as np
 
     sys.path.insert(0, str(REPO / "layers"))
@@ -196,7 +196,7 @@ def write_retrieval_reference(model) -> None:
 
     pairs = qa_pairs()
     documents = [answer for _, _, answer in pairs]
-    queries = [question for _, question, _ in pairs[::10]]
+    queries = [question for _, question, _ in pairs[::4]]
     for name, texts in (("retrieval_documents", documents), ("retrieval_queries", queries)):
         vectors = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
         np.save(GOLDEN_DIR / f"{name}.npy", vectors.astype(np.float16))

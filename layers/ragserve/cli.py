@@ -149,9 +149,9 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from ragserve.index.ann import IndexParams
     from ragserve.ingest.bulk import build_collection, read_documents
     from ragserve.local.logs import local_logger
-    from ragserve.snapshots.format import validate_collection as check_collection_name
     from ragserve.progress import Progress
     from ragserve.settings import IngestSettings
+    from ragserve.snapshots.format import validate_collection as check_collection_name
     from ragserve.stores import open_store
 
     log = local_logger()

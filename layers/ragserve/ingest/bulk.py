@@ -27,8 +27,8 @@ from ragserve.index.ann import IndexParams
 from ragserve.ingest.writer import write_snapshot
 from ragserve.model.encoder import Encoder, load_encoder
 from ragserve.model.manifest import resolve_model
-from ragserve.snapshots.format import validate_collection as check_collection_name
 from ragserve.settings import EncoderSettings
+from ragserve.snapshots.format import validate_collection as check_collection_name
 from ragserve.snapshots.store import SnapshotStore
 
 CHUNK = 256  # documents per task sent to a worker process

@@ -12,8 +12,8 @@ from ragserve.documents import MAX_ID_CHARS, MAX_METADATA_BYTES, Document
 from ragserve.errors import InvalidInput, PayloadTooLarge
 from ragserve.ingest.jobs import IngestJob, new_job_id, split_upserts
 from ragserve.ingest.queue import JobQueue
-from ragserve.snapshots.format import validate_collection as check_collection_name
 from ragserve.settings import Limits
+from ragserve.snapshots.format import validate_collection as check_collection_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ragserve.api.requests import SearchRequest
 from ragserve.errors import InvalidInput, PayloadTooLarge
 from ragserve.model.encoder import Encoder
-from ragserve.snapshots.format import validate_collection as check_collection_name
 from ragserve.search.collection import SearchPage
 from ragserve.search.registry import CollectionRegistry
 from ragserve.settings import Limits, SearchLimits
+from ragserve.snapshots.format import validate_collection as check_collection_name
 
 
 def validate_search(request: SearchRequest, limits: Limits, search_limits: SearchLimits) -> str:
