@@ -21,7 +21,7 @@ help:
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev,demo]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev,demo,infra]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -47,7 +47,7 @@ model: $(BUILD_VENV)/bin/.installed
 	$(BUILD_VENV)/bin/python model_artifacts/build.py --variant all --golden
 
 $(BIN)/.bench-installed: $(BIN)/.installed
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev,demo,bench]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev,demo,infra,bench]"
 	touch $@
 
 bench-embed: $(BIN)/.bench-installed

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from ragserve.settings import Env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

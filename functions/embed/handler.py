@@ -8,6 +8,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from ragserve import health
 from ragserve.api.app import InitResult, create_app, resolve
 from ragserve.api.body import parse_body

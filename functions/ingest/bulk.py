@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from ragserve.api.app import InitResult
 from ragserve.ingest.bulk import Shard, embed_shard, merge_shards, read_documents
 from ragserve.ingest.writer import index_params

@@ -11,6 +11,7 @@ maps AUTHORIZER_FAILURE). The key itself is never logged; its key id is.
 from __future__ import annotations
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from ragserve.auth.authorizer import authorize
 from ragserve.auth.store import DynamoKeyStore
 from ragserve.errors import Unauthorized

@@ -16,11 +16,11 @@ from ragserve.api.body import parse_body
 from ragserve.api.requests import SearchRequest
 from ragserve.errors import RagserveError
 from ragserve.model.encoder import load_encoder
-from ragserve.snapshots.format import validate_collection as check_collection_name
 from ragserve.observability.telemetry import Telemetry
 from ragserve.search.registry import CollectionRegistry
 from ragserve.search.service import search
 from ragserve.settings import SearchSettings
+from ragserve.snapshots.format import validate_collection as check_collection_name
 from ragserve.stores import open_store
 
 SETTINGS = SearchSettings.from_env()

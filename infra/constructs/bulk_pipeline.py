@@ -84,4 +84,3 @@ class BulkPipeline(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
-        props.bucket.grant_read(self.state_machine)  # ListObjectsV2 for the item reader

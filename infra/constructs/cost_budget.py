@@ -1,6 +1,7 @@
-"""An AWS Budgets monthly cost budget for the stage (filtered by the ``project`` and
-``stage`` tags: activate them as cost-allocation tags), alerting the notify topic at
-80% of actual spend and 100% of forecast spend."""
+"""An AWS Budgets monthly cost budget for the stage, alerting the notify topic at 80%
+of actual spend and 100% of forecast spend. It counts the resources tagged
+``ragserve-stage=<stage>`` (the stack tags everything it makes): activate that tag as
+a cost-allocation tag once, in the Billing console."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from aws_cdk import aws_budgets as budgets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
+
+COST_TAG = "ragserve-stage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class CostBudget(Construct):
             budget=budgets.CfnBudget.BudgetDataProperty(
                 budget_name=props.name, budget_type="COST", time_unit="MONTHLY",
                 budget_limit=budgets.CfnBudget.SpendProperty(amount=props.limit_usd, unit="USD"),
-                cost_filters={"TagKeyValue": ["user:project$ragserve", f"user:stage${props.stage}"]},
+                cost_filters={"TagKeyValue": [f"user:{COST_TAG}${props.stage}"]},
             ),
             notifications_with_subscribers=[alert("ACTUAL", 80), alert("FORECASTED", 100)],
         )

@@ -18,6 +18,7 @@ from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+
 from ragserve.routes import Route
 
 _PARAM = re.compile(r"\{(\w+)\}")
@@ -125,7 +126,7 @@ class ServiceApi(Construct):
         )
         for response_type, status, code, message in GATEWAY_RESPONSES:
             headers = {"Content-Type": "'application/json'"}
-            if response_type == apigw.ResponseType.THROTTLED:
+            if response_type.response_type == "THROTTLED":
                 headers["Retry-After"] = "'1'"
             self.api.add_gateway_response(
                 f"Gateway{response_type.response_type}", type=response_type, status_code=status,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
+
 from ragserve.auth.store import CREATED_AT_ATTR, KEY_ID_ATTR, KEY_ID_INDEX, PARTITION_KEY
 
 EMBEDDING_CACHE_KEY = "key"

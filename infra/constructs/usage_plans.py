@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from aws_cdk import aws_apigateway as apigw
 from constructs import Construct
-from ragserve.keys.manager import usage_plan_name
 
 from infra.config import TierConfig
+from ragserve.keys.manager import usage_plan_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from ragserve.documents import Document
 from ragserve.ingest.consumer import consume
 from ragserve.ingest.jobs import IngestJob

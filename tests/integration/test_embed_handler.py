@@ -15,6 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from ragserve.embedding.encodings import from_base64
 
 MAX_BODY = 1_048_576

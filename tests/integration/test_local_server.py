@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ragserve.embedding.encodings import from_base64
 from ragserve.local.gateway import ApiKey, Gateway, TokenBucket, parse_api_keys
 from ragserve.local.server import load_handlers, make_server, serve_in_thread

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from ragserve.local.events import LocalContext, rest_event
 from ragserve.routes import ROUTES, find_route
 

@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pytest
+
 from ragserve.index.ann import IndexParams, VectorIndex
 
 K = 10

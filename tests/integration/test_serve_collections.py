@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ragserve.ingest.queue import LocalJobQueue
 from ragserve.snapshots.local import LocalSnapshotStore
 

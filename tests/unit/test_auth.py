@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from ragserve.auth import KeyRecord, allowed_resources, authorize, generate_key, hash_key
 from ragserve.auth.keys import parse_collections
 from ragserve.auth.policy import api_arn_prefix

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ragserve.model.batching import plan_micro_batches
 
 lengths_st = st.lists(st.integers(min_value=0, max_value=600), max_size=300)

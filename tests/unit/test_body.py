@@ -9,6 +9,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ragserve.api.body import parse_body, parse_json, raw_body
 from ragserve.api.requests import EmbedRequest, OpenAIEmbeddingsRequest
 from ragserve.errors import InvalidInput, PayloadTooLarge

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 import ragserve
 from ragserve.model.encoder import Embeddings
 

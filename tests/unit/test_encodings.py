@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from ragserve.embedding.encodings import (
     ENCODINGS,
     encode_vectors,

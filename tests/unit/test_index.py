@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ragserve.index import DTYPES, IndexParams, VectorIndex, ann
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

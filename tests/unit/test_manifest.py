@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from ragserve.errors import ModelArtifactError
 from ragserve.model.manifest import resolve_model, sha256_file
 

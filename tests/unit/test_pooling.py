@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from ragserve.model.pooling import l2_normalize, mean_pool
 
 finite = st.floats(min_value=-100, max_value=100, allow_nan=False, width=32)

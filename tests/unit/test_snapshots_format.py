@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from ragserve.errors import InvalidInput, NotFound
 from ragserve.model.manifest import sha256_file
 from ragserve.snapshots import (

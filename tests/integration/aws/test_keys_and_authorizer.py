@@ -9,6 +9,7 @@ import json
 
 import pytest
 from aws_helpers import create_keys_table
+
 from ragserve.auth.keys import hash_key
 from ragserve.cli import main
 from ragserve.local.events import LocalContext

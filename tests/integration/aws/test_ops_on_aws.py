@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aws_helpers import create_keys_table
+
 from ragserve.errors import NotReady
 from ragserve.metrics_source.cloudwatch import CloudWatchMetricsSource, prometheus_name, render, snake
 
