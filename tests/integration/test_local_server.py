@@ -156,12 +156,17 @@ def test_content_length_over_gateway_limit_is_refused_without_reading(server):
 
 
 def test_chunked_body_is_411(server):
-    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
-    conn.request("POST", "/v1/embed", body=iter([b'{"texts":["a"]}']),
-                 headers={"x-api-key": READ_KEY, "Transfer-Encoding": "chunked"}, encode_chunked=True)
-    response = conn.getresponse()
-    assert response.status == 411
-    assert json.loads(response.read())["error"]["code"] == "length_required"
+    # raw socket: the whole request is sent before the server answers and closes
+    sock = socket.create_connection(server.server_address[:2], timeout=10)
+    sock.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nx-api-key: " + READ_KEY.encode()
+                 + b"\r\nTransfer-Encoding: chunked\r\n\r\nf\r\n{\"texts\":[\"a\"]}\r\n0\r\n\r\n")
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    sock.close()
+    reply = b"".join(chunks).decode()
+    assert reply.startswith("HTTP/1.1 411")
+    assert '"code":"length_required"' in reply
 
 
 def test_concurrent_requests_all_succeed_with_correct_results(server, encoder):
