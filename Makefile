@@ -11,7 +11,7 @@ BUILD_VENV ?= .venv-model
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 
-.PHONY: help install serve test test-fast model bench bench-embed lint clean
+.PHONY: help install serve test test-fast redis-server model bench bench-embed lint clean
 
 help:
 	@echo "make serve   - install (first time) and serve the API on http://$(HOST):$(PORT)"
@@ -29,9 +29,16 @@ install: $(BIN)/.installed
 serve: $(BIN)/.installed
 	$(BIN)/ragserve serve --host $(HOST) --port $(PORT)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed redis-server
 	$(BIN)/ruff check layers functions tests bench model_artifacts infra events
 	$(BIN)/python -m pytest
+
+# The integration tests start a real redis-server (Debian package) on a free loopback port.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "redis-server is missing: apt-get install redis-server (as root)" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -x -q tests/unit
@@ -53,7 +60,13 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 bench-embed: $(BIN)/.bench-installed
 	$(BIN)/python bench/embed.py
 
-bench: bench-embed
+bench-search: $(BIN)/.bench-installed
+	$(BIN)/python bench/search.py
+
+bench-cache: $(BIN)/.bench-installed
+	$(BIN)/python bench/cache.py
+
+bench: bench-embed bench-search bench-cache
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check layers functions tests bench model_artifacts infra events

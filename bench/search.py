@@ -12,9 +12,9 @@ Then, at the largest size: filtered search latency, and "query embedding + searc
 The results replace the ``search`` section of docs/BENCHMARKS.md (between the markers
 ``<!-- search:start -->`` and ``<!-- search:end -->``); the rest of the file is kept.
 
-    python bench/search.py                          # 10k and 100k (~6 min on 2 cores), writes the docs
-    python bench/search.py --quick                  # smoke run (10k), prints the section, writes nothing
-    python bench/search.py --sizes 10000,100000,1000000   # 1M adds ~25 min of index builds
+    python bench/search.py                     # 10k and 100k (~3.5 min on 2 cores), writes the docs
+    python bench/search.py --quick             # smoke run (10k), prints the section, writes nothing
+    python bench/search.py --sizes 10000,100000,1000000   # 1M: +15-30 min of index builds, ~8 GB RAM
 
 Engines are interleaved round-robin inside every latency cell, on the same queries in
 the same order; each cell is repeated, latency percentiles are over all timed calls, and
@@ -431,7 +431,8 @@ def render(r: Results) -> str:
     out += render_checks(r)
     out += ["", "### How to reproduce", "",
             ("`python bench/search.py` (needs usearch and faiss-cpu; `--sizes 10000,100000,1000000` adds the 1M "
-             "point, ~25 more minutes; `--quick` for a smoke run that writes nothing).")]
+             "point: 15-30 more minutes of index builds on 2 cores; `--quick` for a smoke run that writes "
+             "nothing).")]
     return "\n".join(out)
 
 

@@ -13,17 +13,21 @@ from ragserve import health
 from ragserve.api.app import InitResult, create_app, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import EmbedRequest, OpenAIEmbeddingsRequest
+from ragserve.cache import CachingEncoder, build_embedding_cache
 from ragserve.embedding.service import embed_texts
 from ragserve.errors import InvalidInput, NotFound
 from ragserve.model.encoder import load_encoder
 from ragserve.observability.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from ragserve.observability.telemetry import Telemetry, render_prometheus
-from ragserve.settings import EmbedSettings
+from ragserve.settings import CacheSettings, EmbedSettings
 
 SETTINGS = EmbedSettings.from_env()
 telemetry = Telemetry("embed")
 logger, tracer = telemetry.logger, telemetry.tracer
-ENCODER = InitResult(lambda: load_encoder(settings=SETTINGS.encoder), telemetry, "model")
+CACHE_SETTINGS = CacheSettings.from_env()
+ENCODER = InitResult(lambda: CachingEncoder(load_encoder(settings=SETTINGS.encoder),
+                                            build_embedding_cache(CACHE_SETTINGS, logger=logger),
+                                            on_lookup=telemetry.record_cache), telemetry, "model")
 if ENCODER.value is not None:
     telemetry.record_model_init(ENCODER.value.init_ms, ENCODER.value.dimensions)
     logger.info("model loaded", extra={"model": ENCODER.value.model_id, "variant": ENCODER.value.spec.variant,
@@ -31,6 +35,8 @@ if ENCODER.value is not None:
 health.register("model", lambda: health.Check("healthy") if ENCODER.value is not None
                 else health.Check("unhealthy", ENCODER.error or "not loaded"))
 health.register_fact("model", lambda: ENCODER.value.model_id if ENCODER.value is not None else None)
+health.register("embedding_cache", lambda: ENCODER.value.health() if ENCODER.value is not None
+                else health.Check("healthy", "off"))
 app = create_app(telemetry)
 
 

@@ -11,22 +11,28 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ragserve import health
+from ragserve.api.access import check_collection_access
 from ragserve.api.app import InitResult, create_app, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import SearchRequest
+from ragserve.cache import CachingEncoder, build_embedding_cache, build_query_cache
 from ragserve.errors import RagserveError
 from ragserve.model.encoder import load_encoder
 from ragserve.observability.telemetry import Telemetry
 from ragserve.search.registry import CollectionRegistry
 from ragserve.search.service import search
-from ragserve.settings import SearchSettings
+from ragserve.settings import CacheSettings, SearchSettings
 from ragserve.snapshots.format import validate_collection as check_collection_name
 from ragserve.stores import open_store
 
 SETTINGS = SearchSettings.from_env()
 telemetry = Telemetry("search")
 logger, tracer = telemetry.logger, telemetry.tracer
-ENCODER = InitResult(lambda: load_encoder(settings=SETTINGS.encoder), telemetry, "model")
+CACHE_SETTINGS = CacheSettings.from_env()
+ENCODER = InitResult(lambda: CachingEncoder(load_encoder(settings=SETTINGS.encoder),
+                                            build_embedding_cache(CACHE_SETTINGS, logger=logger),
+                                            on_lookup=telemetry.record_cache), telemetry, "model")
+QUERY_CACHE = build_query_cache(CACHE_SETTINGS, on_lookup=telemetry.record_cache, logger=logger)
 
 
 def _open_registry() -> CollectionRegistry:
@@ -46,6 +52,8 @@ REGISTRY = InitResult(_open_registry, telemetry, "collections")
 health.register("collections", lambda: REGISTRY.value.health() if REGISTRY.value is not None
                 else health.Check("unhealthy", REGISTRY.error or "not loaded"))
 health.register_fact("index_version", lambda: _default_version())
+if QUERY_CACHE is not None:
+    health.register("query_cache", QUERY_CACHE.health)
 app = create_app(telemetry)
 
 
@@ -57,16 +65,21 @@ def _default_version() -> int | None:
 
 @app.post("/v1/search")
 @tracer.capture_method
-def handle_post_search() -> dict:
-    request = parse_body(app.current_event.raw_event, SearchRequest, SETTINGS.limits.max_body_bytes)
-    page = search(REGISTRY.get(), ENCODER.get(), request, limits=SETTINGS.limits, search_limits=SETTINGS.search)
-    telemetry.record_search(len(request.query), page.top_score, page.index_version)
-    return {"results": page.results, "index_version": page.index_version, "next_offset": page.next_offset}
+def handle_post_search() -> Response:
+    event = app.current_event.raw_event
+    request = parse_body(event, SearchRequest, SETTINGS.limits.max_body_bytes)
+    check_collection_access(event, request.collection or SETTINGS.search.default_collection)
+    answer = search(REGISTRY.get(), ENCODER.get(), request, limits=SETTINGS.limits, search_limits=SETTINGS.search,
+                    query_cache=QUERY_CACHE)
+    telemetry.record_search(len(request.query), answer.page.top_score if answer.page else None,
+                            answer.index_version)
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=answer.body)
 
 
 @app.get("/v1/collections/<collection>")
 @tracer.capture_method
 def handle_get_collection(collection: str) -> dict:
+    check_collection_access(app.current_event.raw_event, collection)
     return REGISTRY.get().get(check_collection_name(collection)).describe()
 
 

@@ -60,6 +60,17 @@ class Env:
     METRICS_CACHE_SECONDS = "RAGSERVE_METRICS_CACHE_SECONDS"
     METRICS_PERCENTILES = "RAGSERVE_METRICS_PERCENTILES"
     HEALTH_CACHE_SECONDS = "RAGSERVE_HEALTH_CACHE_SECONDS"
+    # caches (ragserve.cache); the table and URL above name the AWS backends
+    CACHE_ENABLED = "RAGSERVE_CACHE_ENABLED"
+    EMBEDDING_CACHE_FILE = "RAGSERVE_EMBEDDING_CACHE_FILE"
+    EMBEDDING_CACHE_TTL_SECONDS = "RAGSERVE_EMBEDDING_CACHE_TTL_SECONDS"
+    EMBEDDING_CACHE_MAX_ITEMS = "RAGSERVE_EMBEDDING_CACHE_MAX_ITEMS"
+    EMBEDDING_CACHE_TIMEOUT_MS = "RAGSERVE_EMBEDDING_CACHE_TIMEOUT_MS"
+    QUERY_CACHE_TTL_SECONDS = "RAGSERVE_QUERY_CACHE_TTL_SECONDS"
+    QUERY_CACHE_MAX_ITEMS = "RAGSERVE_QUERY_CACHE_MAX_ITEMS"
+    QUERY_CACHE_TIMEOUT_MS = "RAGSERVE_QUERY_CACHE_TIMEOUT_MS"
+    CACHE_BREAKER_FAILURES = "RAGSERVE_CACHE_BREAKER_FAILURES"
+    CACHE_BREAKER_RESET_SECONDS = "RAGSERVE_CACHE_BREAKER_RESET_SECONDS"
 
 
 class SettingsError(ValueError):
@@ -303,3 +314,37 @@ class OpsSettings(_EnvSettings):
     def percentiles(self) -> tuple[str, ...]:
         """Of RequestLatency on /metrics (``none``: no percentiles)."""
         return () if self.metrics_percentiles == "none" else tuple(self.metrics_percentiles.split(","))
+
+
+class CacheSettings(_EnvSettings):
+    """The embedding and query caches (DESIGN.md section 5). In AWS the stack sets the
+    table and the URL; without them the caches are in-process (plus an optional SQLite
+    file for embeddings)."""
+
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "enabled": Env.CACHE_ENABLED,
+        "embedding_table": Env.EMBEDDING_CACHE_TABLE,
+        "embedding_file": Env.EMBEDDING_CACHE_FILE,
+        "embedding_ttl_seconds": Env.EMBEDDING_CACHE_TTL_SECONDS,
+        "embedding_max_items": Env.EMBEDDING_CACHE_MAX_ITEMS,
+        "embedding_timeout_ms": Env.EMBEDDING_CACHE_TIMEOUT_MS,
+        "query_url": Env.QUERY_CACHE_URL,
+        "query_ttl_seconds": Env.QUERY_CACHE_TTL_SECONDS,
+        "query_max_items": Env.QUERY_CACHE_MAX_ITEMS,
+        "query_timeout_ms": Env.QUERY_CACHE_TIMEOUT_MS,
+        "breaker_failures": Env.CACHE_BREAKER_FAILURES,
+        "breaker_reset_seconds": Env.CACHE_BREAKER_RESET_SECONDS,
+    }
+
+    enabled: bool = True  # false: no caches at all
+    embedding_table: str = ""  # DynamoDB table; empty: none
+    embedding_file: Path | None = None  # SQLite file behind the in-process tier; None: none
+    embedding_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
+    embedding_max_items: int = Field(default=10_000, ge=0)  # in-process entries (~1 kB each); 0: no local tier
+    embedding_timeout_ms: int = Field(default=250, ge=1, le=10_000)  # deadline of one remote cache call
+    query_url: str = Field(default="", pattern=r"^(|rediss?://.+)$")  # redis:// or rediss:// (TLS); empty: none
+    query_ttl_seconds: int = Field(default=3_600, ge=1)
+    query_max_items: int = Field(default=2_000, ge=0)  # in-process entries; 0: no local tier
+    query_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    breaker_failures: int = Field(default=3, ge=1)  # consecutive failures that open a backend's circuit
+    breaker_reset_seconds: float = Field(default=10.0, gt=0)  # open -> one trial call after this

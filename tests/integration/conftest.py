@@ -52,3 +52,87 @@ def s3_bucket(s3_client) -> str:
     name = f"ragserve-test-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+class RedisServer:
+    """A real ``redis-server`` on a loopback port, no persistence; tests may ``kill``
+    (SIGKILL), ``pause``/``resume`` (SIGSTOP/SIGCONT: a hung server) and ``start`` it
+    again on the same port."""
+
+    def __init__(self) -> None:
+        import shutil
+        import socket
+
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> RedisServer:
+        import subprocess
+        import time
+
+        import redis
+
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.2, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    return self
+            except redis.RedisError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.02)
+            finally:
+                client.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def pause(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except Exception:  # noqa: BLE001
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One redis-server for the session (tests must not kill it: see ``disposable_redis``)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def disposable_redis():
+    """A redis-server of this test's own, which it may kill, pause and restart."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

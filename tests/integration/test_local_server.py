@@ -182,7 +182,8 @@ def test_concurrent_requests_all_succeed_with_correct_results(server, encoder):
     assert [s for _, s, _ in results] == [200] * len(texts)
     for i, _, data in results:
         got = from_base64(json.loads(data)["embeddings"][0])
-        np.testing.assert_allclose(got, want[i], atol=1e-6)  # batch invariant: alone == in a batch
+        # batch invariant: alone == in a batch (answers carry the embedding cache's float16 precision)
+        np.testing.assert_allclose(got, want[i], atol=2e-4)
 
 
 def test_metrics_route_counts_requests(server):

@@ -45,9 +45,18 @@ EXPANSION_GROWTH_FROM = 50_000
 # Lossy modes fetch at least this many candidates per requested result.
 RESCORE_PER_RESULT = 10
 # b1 over-fetch also grows with sqrt(n / B1_RESCORE_REFERENCE_ROWS) (see candidate_count).
-B1_RESCORE_REFERENCE_ROWS = 10_000
-# Filtered search: first fetch = wanted / selectivity * this margin, then doubling.
+B1_RESCORE_REFERENCE_ROWS = 5_000
+# Filtered search: first fetch = wanted / selectivity * this margin, then doubling while
+# the fetch stays below allowed rows / FILTER_SCAN_RATIO (an HNSW beam of F costs about as
+# much as an exact scan of ~16 F rows); past that, the allowed rows are scanned exactly.
 FILTER_MARGIN = 1.5
+FILTER_SCAN_RATIO = 16
+# A beam whose allowed share is under this fraction of the collection's allowed share
+# means the filter and the query disagree (the nearest allowed rows lie outside the beam,
+# and the allowed rows it did return are the graph's misses): widen it, or scan exactly.
+FILTER_MIN_SHARE = 0.25
+# Exact scans work through this many rows at a time (bounds the float64 temporaries).
+EXACT_SCAN_CHUNK = 8192
 _NORM_TOLERANCE = 1e-2
 
 
@@ -74,15 +83,19 @@ class IndexParams:
 def expansion_for(n: int, fetch: int, params: IndexParams) -> int:
     """HNSW ``ef`` for a search of ``fetch`` candidates in an index of ``n`` rows:
 
-        ef = max(expansion_search * (1 + log2(n / EXPANSION_GROWTH_FROM)), 2 * fetch)
+        ef = max(expansion_search * max(1, 1 + log2(n / EXPANSION_GROWTH_FROM)), fetch)
 
-    (the size factor never below 1). Measured on the clustered 384-d test data with the
-    default build (M 16, ef_construction 128), f16 recall@10 at ef 64 is 1.000 at 20k,
-    0.991 at 100k and 0.95 at 1M; the log2 term keeps 64 up to 50k, gives 128 at 100k
-    (0.999) and ~340 at 1M. ``2 * fetch`` keeps the tail of a large candidate list as good
-    as its head (usearch itself only guarantees ef >= fetch)."""
+    i.e. 64 up to 50k rows, 128 at 100k, 256 at 400k, ~340 at 1M with the defaults.
+    Measured with the default build (M 16, ef_construction 128) on the clustered 384-d
+    data of the tests (``bench/vectors.py``), f16 recall@10 (ef 32 / 64 / 128 / 256 / 512):
+    20k 1.000 at 64; 100k 0.934 / 0.991 / 0.999 / 0.999; 1M 0.49 / 0.66 / 0.81 / 0.91 /
+    0.96 (0.97 at 1024). That data is a worst case at 1M (5,000 nearly equidistant points
+    a cluster); DESIGN.md measured 0.95 at ef 64 on 1M vectors with more structure, which
+    this rule lifts well past 0.99. The beam never holds fewer than the ``fetch``
+    candidates asked for: for the lossy modes the over-fetch is itself the recall lever
+    (a Hamming top-100 from ef 100 and from ef 256 hold the same true neighbours)."""
     growth = max(1.0, 1.0 + math.log2(max(n, 1) / EXPANSION_GROWTH_FROM))
-    return max(int(math.ceil(params.expansion_search * growth)), 2 * fetch)
+    return max(int(math.ceil(params.expansion_search * growth)), fetch)
 
 
 def candidate_count(dtype: Dtype, count: int, n: int, params: IndexParams) -> int:
@@ -91,9 +104,12 @@ def candidate_count(dtype: Dtype, count: int, n: int, params: IndexParams) -> in
     - f16: ``count`` (its ranking is already near-exact; re-scoring only fixes scores).
     - i8:  ``max(count, rescore_candidates, RESCORE_PER_RESULT * count)``.
     - b1:  the i8 figure times ``sqrt(n / B1_RESCORE_REFERENCE_ROWS)`` (never below 1):
-      sign bits cannot separate neighbours that are nearly equidistant, and big clusters
-      have more of them. On the clustered test data an exact Hamming top-100 holds 0.99 of
-      the true top-10 at 20k but 0.69 at 100k, where 400 candidates give 0.99.
+      100 at 5k, 200 at 20k, 448 at 100k, 1,415 at 1M. Sign bits cannot separate
+      neighbours that are nearly equidistant, and big clusters hold more of them: on the
+      clustered test data an exact Hamming top-100 holds 0.995 of the true top-10 at 20k
+      but 0.69 at 100k (200: 0.89, 400: 0.99, 800: 1.00). Data with more local structure
+      needs far fewer (a Hamming top-100 was exact at 100k with rank-24 clusters); the
+      square root is a compromise between the two, and ``rescore_candidates`` the knob.
     """
     if dtype == "f16":
         return min(n, count)
@@ -250,14 +266,15 @@ class VectorIndex:
             return self._exact(q, np.flatnonzero(allowed), count)
         # Allowed candidates worth re-scoring: as many as an unfiltered search would take.
         wanted = min(allowed_count, candidate_count(self.params.dtype, count, n, self.params))
-        fetch = int(math.ceil(wanted * n / allowed_count * FILTER_MARGIN))
-        while fetch < allowed_count and fetch < n:
+        selectivity = allowed_count / n
+        fetch = int(math.ceil(wanted / selectivity * FILTER_MARGIN))
+        while fetch * FILTER_SCAN_RATIO <= allowed_count:
             rows = self._candidates(q, fetch)
             kept = rows[allowed[rows]]
-            if len(kept) >= wanted:
+            if len(kept) >= wanted and len(kept) >= FILTER_MIN_SHARE * selectivity * len(rows):
                 return self._rescore(q, kept, count)
             fetch *= 2
-        return self._exact(q, np.flatnonzero(allowed), count)  # cheaper than fetching more than it scans
+        return self._exact(q, np.flatnonzero(allowed), count)  # now cheaper than a wider beam
 
     def _check_query(self, query: np.ndarray) -> np.ndarray:
         q = np.asarray(query)
@@ -283,11 +300,14 @@ class VectorIndex:
             matches = self._index.search(encoded, fetch, threads=1)
         return np.asarray(matches.keys, dtype=np.int64)
 
-    def _scores(self, q: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-        """Cosines of ``rows`` (all when None), computed in float64 and rounded once to
-        float32: a row's score does not depend on which other rows share the call (a
+    def _scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return self._scores_block(q, self.vectors[rows])
+
+    @staticmethod
+    def _scores_block(q: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """Cosines of the float16 rows of ``block``, computed in float64 and rounded once
+        to float32: a row's score does not depend on which other rows share the call (a
         float32 BLAS product changes summation order with the block's shape)."""
-        block = self.vectors if rows is None else self.vectors[rows]
         return (np.asarray(block, dtype=np.float64) @ q.astype(np.float64)).astype(np.float32)
 
     def _rescore(self, q: np.ndarray, rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -295,10 +315,23 @@ class VectorIndex:
         return _top(rows, self._scores(q, rows), count)
 
     def _exact(self, q: np.ndarray, rows: np.ndarray | None, count: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = self._scores(q, rows)
-        if rows is None:
-            rows = np.arange(len(scores), dtype=np.int64)
-        return _top(rows, scores, count)
+        """Exact top ``count`` of ``rows`` (all when None), a chunk at a time."""
+        total = len(self) if rows is None else len(rows)
+        best_rows, best_scores = [], []
+        for start in range(0, total, EXACT_SCAN_CHUNK):
+            stop = min(total, start + EXACT_SCAN_CHUNK)
+            if rows is None:
+                chunk = np.arange(start, stop, dtype=np.int64)
+                scores = self._scores_block(q, self.vectors[start:stop])
+            else:
+                chunk = rows[start:stop]
+                scores = self._scores(q, chunk)
+            top_rows, top_scores = _top(chunk, scores, count)
+            best_rows.append(top_rows)
+            best_scores.append(top_scores)
+        if len(best_rows) == 1:
+            return best_rows[0], best_scores[0]
+        return _top(np.concatenate(best_rows), np.concatenate(best_scores), count)
 
 
 def _top(rows: np.ndarray, scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

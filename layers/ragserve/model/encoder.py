@@ -42,6 +42,8 @@ class Embeddings:
     vectors: np.ndarray  # float32, (n, dimensions)
     tokens: int  # tokens fed to the model (after truncation)
     truncated: int  # texts cut at the model's max length
+    token_counts: np.ndarray | None = None  # per text: tokens (int64, n)
+    truncated_flags: np.ndarray | None = None  # per text: cut at max length (bool, n)
 
 
 def available_cpus() -> int:
@@ -106,7 +108,8 @@ class Encoder:
         A text repeated within the call is tokenised and run once.
         """
         if not texts:
-            return Embeddings(np.empty((0, self.dimensions), dtype=np.float32), 0, 0)
+            return Embeddings(np.empty((0, self.dimensions), dtype=np.float32), 0, 0,
+                              np.zeros(0, np.int64), np.zeros(0, bool))
         slots: dict[str, int] = {}
         inverse = np.fromiter((slots.setdefault(t, len(slots)) for t in texts), dtype=np.intp, count=len(texts))
         encodings = self._tokenizer.encode_batch_fast(list(slots))
@@ -125,7 +128,8 @@ class Encoder:
                 out[indices] = run.result()
         if normalize and self.spec.normalize:
             out = l2_normalize(out)
-        return Embeddings(out[inverse], int(lengths[inverse].sum()), int(truncated[inverse].sum()))
+        counts, flags = lengths[inverse], truncated[inverse]
+        return Embeddings(out[inverse], int(counts.sum()), int(flags.sum()), counts, flags)
 
     def _run(self, batch: list) -> np.ndarray:
         width = max(len(e.ids) for e in batch)

@@ -43,6 +43,8 @@ _index_load = REGISTRY.gauge("ragserve_index_load_ms", "Time to fetch, verify an
 
 
 _current: ContextVar[EphemeralMetrics | None] = ContextVar("ragserve_metrics", default=None)
+# Cache metrics carry the dimension Cache, not Operation: one metric set per cache.
+_current_caches: ContextVar[dict[str, EphemeralMetrics] | None] = ContextVar("ragserve_cache_metrics", default=None)
 
 
 def status_class(status: int) -> str:
@@ -74,11 +76,16 @@ class Telemetry:
         for name, unit, value in pending:
             metrics.add_metric(name=name, unit=unit, value=value)
         token = _current.set(metrics)
+        caches: dict[str, EphemeralMetrics] = {}
+        caches_token = _current_caches.set(caches)
         try:
             yield metrics
         finally:
             _current.reset(token)
+            _current_caches.reset(caches_token)
             metrics.flush_metrics()
+            for cache_metrics in caches.values():
+                cache_metrics.flush_metrics()
 
     def _emf(self, name: str, unit: str, value: float) -> None:
         """Into this invocation's metrics; outside one (init), into the next invocation's."""
@@ -132,6 +139,19 @@ class Telemetry:
             _writes.inc(result.unchanged, kind="unchanged")
         self._emf("WriteFailures", MetricUnit.Count, failed_messages)
         _write_failures.inc(failed_messages)
+
+    def record_cache(self, cache: str, hits: int, misses: int) -> None:
+        """EMF CacheHit / CacheMiss with dimension Cache (the Prometheus side is counted
+        by the cache layer itself)."""
+        caches = _current_caches.get()
+        if caches is None:
+            return
+        metrics = caches.get(cache)
+        if metrics is None:
+            metrics = caches[cache] = EphemeralMetrics(namespace=NAMESPACE, service=self.service)
+            metrics.add_dimension(name="Cache", value=cache)
+        metrics.add_metric(name="CacheHit", unit=MetricUnit.Count, value=hits)
+        metrics.add_metric(name="CacheMiss", unit=MetricUnit.Count, value=misses)
 
     def record_index_load(self, version: int, load_ms: float) -> None:
         self._emf("IndexLoadMs", MetricUnit.Milliseconds, load_ms)

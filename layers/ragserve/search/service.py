@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import orjson
+
 from ragserve.api.requests import SearchRequest
+from ragserve.cache.queries import QueryCache, query_cache_key
 from ragserve.errors import InvalidInput, PayloadTooLarge
 from ragserve.model.encoder import Encoder
 from ragserve.search.collection import SearchPage
@@ -27,10 +32,31 @@ def validate_search(request: SearchRequest, limits: Limits, search_limits: Searc
     return check_collection_name(request.collection or search_limits.default_collection)
 
 
+@dataclass(frozen=True, slots=True)
+class SearchAnswer:
+    body: str  # the JSON response
+    index_version: int
+    page: SearchPage | None  # None: served from the query cache
+
+
 def search(registry: CollectionRegistry, encoder: Encoder, request: SearchRequest, *, limits: Limits,
-           search_limits: SearchLimits) -> SearchPage:
+           search_limits: SearchLimits, query_cache: QueryCache | None = None) -> SearchAnswer:
+    """The response body of a search. With a query cache, a repeated search of the same
+    index version is answered from it (a new version is a new key space)."""
     name = validate_search(request, limits, search_limits)
     collection = registry.get(name)  # 404 before spending CPU on the query
+    key = None
+    if query_cache is not None:
+        key = query_cache_key(collection=name, index_version=collection.version, query=request.query, k=request.k,
+                              offset=request.offset, filter=request.filter, include_text=request.include_text)
+        cached = query_cache.get(key)
+        if cached is not None:
+            return SearchAnswer(cached.decode("utf-8"), collection.version, None)
     query = encoder.embed([request.query])[0]
-    return collection.search(query, k=request.k, offset=request.offset, where=request.filter,
+    page = collection.search(query, k=request.k, offset=request.offset, where=request.filter,
                              include_text=request.include_text)
+    body = orjson.dumps({"results": page.results, "index_version": page.index_version,
+                         "next_offset": page.next_offset})
+    if key is not None:
+        query_cache.put(key, body)
+    return SearchAnswer(body.decode("utf-8"), collection.version, page)
