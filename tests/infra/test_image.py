@@ -303,6 +303,8 @@ def test_dockerignore_keeps_dev_and_heavy_files_out_of_the_context(context):
     # THEN none of these reach the daemon
     for prefix in (".venv/", ".git/", "tests/", "bench/", "docs/", "cdk.out/", ".ragserve/"):
         assert not any(f.startswith(prefix) for f in context), prefix
+    # the model-build venv (`make model`: torch, over a GB) lives in the repo too
+    assert is_ignored(".venv-model", ignore_rules())
     assert not any("/__pycache__/" in f or f.startswith("__pycache__/") or f.endswith(".pyc") for f in context)
     assert not any(f.endswith("model_fp32.onnx") for f in context)
     # AND what the image needs is there
