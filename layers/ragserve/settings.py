@@ -80,7 +80,7 @@ class SettingsError(ValueError):
 class _EnvSettings(BaseModel):
     """Base: frozen, and built from the environment by ``from_env``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     ENV_NAMES: ClassVar[dict[str, str]] = {}
 
     @classmethod
@@ -148,7 +148,7 @@ class Limits(_EnvSettings):
 class EmbedSettings(BaseModel):
     """Everything the embed function reads at init."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     encoder: EncoderSettings
     limits: Limits
@@ -217,7 +217,7 @@ class SearchLimits(_EnvSettings):
 class SearchSettings(BaseModel):
     """Everything the search function reads at init."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     encoder: EncoderSettings
     limits: Limits
@@ -233,7 +233,7 @@ class SearchSettings(BaseModel):
 class IngestSettings(BaseModel):
     """Everything the ingest function (API routes and queue consumer) reads at init."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     encoder: EncoderSettings
     limits: Limits

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class EmbedRequest(BaseModel):
     """POST /v1/embed"""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     texts: list[str]
     normalize: bool = True
@@ -21,7 +21,7 @@ class EmbedRequest(BaseModel):
 class OpenAIEmbeddingsRequest(BaseModel):
     """POST /v1/embeddings, the OpenAI shape. Unknown fields (``user``...) are ignored."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
 
     input: str | list[str]
     model: str | None = None
@@ -39,7 +39,7 @@ Scalar = str | int | float | bool | None
 class SearchRequest(BaseModel):
     """POST /v1/search. Ranges (k, offset) are settings, checked by the core."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     query: str
     k: int = 10
@@ -50,7 +50,7 @@ class SearchRequest(BaseModel):
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     id: str
     text: str
@@ -60,6 +60,6 @@ class DocumentIn(BaseModel):
 class DocumentsRequest(BaseModel):
     """POST /v1/collections/{c}/documents"""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     documents: list[DocumentIn]
