@@ -33,12 +33,13 @@ def free_port() -> int:
 class Server:
     """A `ragserve serve` subprocess with its own data directory."""
 
-    def __init__(self, data_dir: Path, *, demo: bool) -> None:
+    def __init__(self, data_dir: Path, *, demo: bool, extra_env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         env = {**os.environ, "RAGSERVE_DATA_DIR": str(data_dir), "RAGSERVE_API_KEYS": f"{WRITE_KEY}:write,"
                f"{READ_KEY}:read", "RAGSERVE_RATE_LIMIT_RPS": "1000", "RAGSERVE_RATE_LIMIT_BURST": "1000",
-               "RAGSERVE_RECHECK_SECONDS": "0.2", "RAGSERVE_DEMO_COLLECTION": "default" if demo else ""}
+               "RAGSERVE_RECHECK_SECONDS": "0.2", "RAGSERVE_DEMO_COLLECTION": "default" if demo else "",
+               **(extra_env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "ragserve.cli", "serve", "--port", str(self.port)],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
