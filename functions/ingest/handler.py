@@ -5,6 +5,8 @@ the queue consumer: SQS FIFO batches (group = collection) applied by the single 
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -14,6 +16,7 @@ from ragserve.api.app import InitResult, create_app, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import DocumentsRequest
 from ragserve.ingest.consumer import consume
+from ragserve.ingest.idempotency import IdempotentWrites, persistence_layer
 from ragserve.ingest.queue import LocalJobQueue, SqsJobQueue
 from ragserve.ingest.service import Accepted, accept_delete, accept_upserts
 from ragserve.ingest.writer import CollectionWriter
@@ -30,12 +33,22 @@ QUEUE = SqsJobQueue(SETTINGS.queue_url) if SETTINGS.queue_url else \
 WRITER = InitResult(lambda: CollectionWriter(open_store(SETTINGS.store), load_encoder(settings=SETTINGS.encoder),
                                              SETTINGS.index, SETTINGS.store.data_dir / "scratch", log=logger),
                     telemetry, "writer")
+IDEMPOTENCY = IdempotentWrites(persistence_layer(SETTINGS.idempotency_table,
+                                                SETTINGS.store.data_dir / "idempotency.sqlite3"), log=logger)
 app = create_app(telemetry)
 
 
-def _accepted(result: Accepted) -> Response:
-    return Response(status_code=202, content_type=content_types.APPLICATION_JSON,
-                    body={"accepted": result.accepted, "job_id": result.job_id})
+def _accepted(result: dict) -> Response:
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=result)
+
+
+def _idempotent(collection: str, write) -> Response:
+    """At most once per (caller, collection, Idempotency-Key); a replay gets the first answer."""
+    event = app.current_event
+    result = IDEMPOTENCY.run(principal=principal(event.raw_event), collection=collection,
+                             key=event.headers.get("idempotency-key"), body=event.decoded_body.encode()
+                             if event.body else b"", write=lambda: asdict(write()), context=app.lambda_context)
+    return _accepted(result)
 
 
 @app.post("/v1/collections/<collection>/documents")
@@ -44,12 +57,16 @@ def handle_post_documents(collection: str) -> Response:
     event = app.current_event.raw_event
     check_collection_access(event, collection)
     request = parse_body(event, DocumentsRequest, SETTINGS.limits.max_body_bytes)
-    result = accept_upserts(QUEUE, collection, request.documents, principal=principal(event),
-                            idempotency_key=app.current_event.headers.get("idempotency-key"),
-                            limits=SETTINGS.limits, max_documents=SETTINGS.max_documents)
-    logger.info("documents accepted", extra={"collection": collection, "job_id": result.job_id,
-                                             "documents": result.accepted})
-    return _accepted(result)
+
+    def write() -> Accepted:
+        result = accept_upserts(QUEUE, collection, request.documents, principal=principal(event),
+                                idempotency_key=app.current_event.headers.get("idempotency-key"),
+                                limits=SETTINGS.limits, max_documents=SETTINGS.max_documents)
+        logger.info("documents accepted", extra={"collection": collection, "job_id": result.job_id,
+                                                 "documents": result.accepted})
+        return result
+
+    return _idempotent(collection, write)
 
 
 @app.delete("/v1/collections/<collection>/documents/<doc_id>")
@@ -57,10 +74,14 @@ def handle_post_documents(collection: str) -> Response:
 def handle_delete_document(collection: str, doc_id: str) -> Response:
     event = app.current_event.raw_event
     check_collection_access(event, collection)
-    result = accept_delete(QUEUE, collection, doc_id, principal=principal(event),
-                           idempotency_key=app.current_event.headers.get("idempotency-key"))
-    logger.info("delete accepted", extra={"collection": collection, "job_id": result.job_id})
-    return _accepted(result)
+
+    def write() -> Accepted:
+        result = accept_delete(QUEUE, collection, doc_id, principal=principal(event),
+                               idempotency_key=app.current_event.headers.get("idempotency-key"))
+        logger.info("delete accepted", extra={"collection": collection, "job_id": result.job_id})
+        return result
+
+    return _idempotent(collection, write)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

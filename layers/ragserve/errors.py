@@ -34,6 +34,13 @@ class NotFound(RagserveError):
     code = "not_found"
 
 
+class Conflict(RagserveError):
+    """The request conflicts with another: an Idempotency-Key reused for another body,
+    or still in use by a request in progress."""
+
+    code = "conflict"
+
+
 class Unauthorized(RagserveError):
     """No credentials were given."""
 

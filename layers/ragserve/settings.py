@@ -240,6 +240,7 @@ class IngestSettings(BaseModel):
     store: StoreSettings
     index: IndexSettings
     queue_url: str = ""  # SQS FIFO queue; empty: the local durable queue under data_dir
+    idempotency_table: str = ""  # DynamoDB (Powertools idempotency); empty: a SQLite file under data_dir
     max_documents: int = Field(default=100, ge=1)  # per POST
 
     @classmethod
@@ -251,7 +252,8 @@ class IngestSettings(BaseModel):
             raise SettingsError(f"{Env.MAX_DOCUMENTS}: not an integer") from None
         return cls(encoder=EncoderSettings.from_env(environ), limits=Limits.from_env(environ),
                    store=StoreSettings.from_env(environ), index=IndexSettings.from_env(environ),
-                   queue_url=env.get(Env.QUEUE_URL, ""), max_documents=max_documents)
+                   queue_url=env.get(Env.QUEUE_URL, ""), idempotency_table=env.get(Env.IDEMPOTENCY_TABLE, ""),
+                   max_documents=max_documents)
 
 
 class GatewaySettings(_EnvSettings):

@@ -153,6 +153,9 @@ def test_a_replayed_post_with_the_same_idempotency_key_creates_no_second_job(ser
     assert rows[0] == 1
     third = server.request("POST", "/v1/collections/idem/documents", payload, key=WRITE_KEY)
     assert third[1]["job_id"] != first[1]["job_id"]  # no key: a new job (and a no-op write)
+    other = server.request("POST", "/v1/collections/idem/documents", {"documents": documents("other", 1)},
+                           key=WRITE_KEY, headers=headers)
+    assert other[0] == 409 and other[1]["error"]["code"] == "idempotency_key_reused"
 
 
 def test_searches_keep_answering_200_while_ingests_and_deletes_run(server):

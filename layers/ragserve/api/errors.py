@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from ragserve.errors import (
+    Conflict,
     Forbidden,
     InvalidInput,
     ModelArtifactError,
@@ -20,6 +21,7 @@ STATUS: dict[type[RagserveError], HTTPStatus] = {
     InvalidInput: HTTPStatus.BAD_REQUEST,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     NotFound: HTTPStatus.NOT_FOUND,
+    Conflict: HTTPStatus.CONFLICT,
     Unauthorized: HTTPStatus.UNAUTHORIZED,
     Forbidden: HTTPStatus.FORBIDDEN,
     RateLimited: HTTPStatus.TOO_MANY_REQUESTS,
