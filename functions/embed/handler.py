@@ -5,12 +5,12 @@ The model is loaded here, at import (Lambda init), never per request.
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ragserve import health
-from ragserve.api.app import InitResult, create_app, resolve
+from ragserve.api.app import InitResult, create_app, health_response, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import EmbedRequest, OpenAIEmbeddingsRequest
 from ragserve.cache import CachingEncoder, build_embedding_cache
@@ -80,8 +80,7 @@ def handle_post_embeddings() -> dict:
 
 @app.get("/health")
 def handle_get_health() -> Response:
-    body = health.report()
-    return Response(status_code=health.http_status(body), content_type=content_types.APPLICATION_JSON, body=body)
+    return health_response()
 
 
 @app.get("/metrics")

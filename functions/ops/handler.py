@@ -9,12 +9,11 @@ function runs apart, so /health probes the dependencies named in its settings an
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ragserve import health
-from ragserve.api.app import create_app, resolve
+from ragserve.api.app import create_app, health_response, resolve
 from ragserve.dependencies import register_aws_checks
 from ragserve.metrics_source import open_metrics_source
 from ragserve.observability.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
@@ -32,8 +31,7 @@ app = create_app(telemetry)
 
 @app.get("/health")
 def handle_get_health() -> Response:
-    body = health.report()
-    return Response(status_code=health.http_status(body), content_type=content_types.APPLICATION_JSON, body=body)
+    return health_response()
 
 
 @app.get("/metrics")

@@ -83,12 +83,6 @@ def handle_get_collection(collection: str) -> dict:
     return REGISTRY.get().get(check_collection_name(collection)).describe()
 
 
-@app.get("/health")
-def handle_get_health() -> Response:
-    body = health.report()
-    return Response(status_code=health.http_status(body), content_type=content_types.APPLICATION_JSON, body=body)
-
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:

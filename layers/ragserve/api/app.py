@@ -11,6 +11,7 @@ import orjson
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
+from ragserve import health
 from ragserve.api.errors import error_body, headers_of, status_of
 from ragserve.errors import ModelArtifactError, NotReady, RagserveError
 from ragserve.observability.telemetry import Telemetry
@@ -75,6 +76,12 @@ def create_app(telemetry: Telemetry) -> APIGatewayRestResolver:
                                         request_id()))
 
     return app
+
+
+def health_response() -> Response:
+    """GET /health: every check the functions in this process registered; 503 when unhealthy."""
+    body = health.report()
+    return Response(status_code=health.http_status(body), content_type=content_types.APPLICATION_JSON, body=body)
 
 
 def resolve(app: APIGatewayRestResolver, event: dict, context: Any, telemetry: Telemetry) -> dict:
