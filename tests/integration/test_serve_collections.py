@@ -121,6 +121,18 @@ def test_the_demo_collection_answers_the_first_search(server):
     assert status == 200 and health["index_version"] == 1 and health["status"] == "healthy"
 
 
+def test_a_repeated_search_is_a_query_cache_hit_visible_in_metrics(server):
+    first = server.request("POST", "/v1/search", {"query": "Do you like to read books?", "k": 4})
+    again = server.request("POST", "/v1/search", {"query": "do you like to READ books?", "k": 4})
+    assert first == again and first[0] == 200
+    status, metrics = server.request("GET", "/metrics")
+    lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.decode().splitlines()
+             if line.startswith("ragserve_cache_")}
+    assert status == 200
+    assert lines['ragserve_cache_lookups_total{cache="query",result="hit"}'] >= 1
+    assert 0 < lines['ragserve_cache_hit_ratio{cache="query"}'] <= 1
+
+
 def test_ingest_becomes_searchable_and_delete_removes(server):
     status, body = server.request("POST", "/v1/collections/notes/documents",
                                   {"documents": [{"id": "n1", "text": "The lighthouse keeper rows to the island.",
