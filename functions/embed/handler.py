@@ -10,13 +10,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ragserve import health
-from ragserve.api.app import InitResult, create_app, health_response, resolve
+from ragserve.api.app import InitResult, create_app, health_response, load_model, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import EmbedRequest, OpenAIEmbeddingsRequest
-from ragserve.cache import CachingEncoder, build_embedding_cache
 from ragserve.embedding.service import embed_texts
 from ragserve.errors import InvalidInput, NotFound
-from ragserve.model.encoder import load_encoder
 from ragserve.observability.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from ragserve.observability.telemetry import Telemetry, render_prometheus
 from ragserve.settings import CacheSettings, EmbedSettings
@@ -25,13 +23,7 @@ SETTINGS = EmbedSettings.from_env()
 telemetry = Telemetry("embed")
 logger, tracer = telemetry.logger, telemetry.tracer
 CACHE_SETTINGS = CacheSettings.from_env()
-ENCODER = InitResult(lambda: CachingEncoder(load_encoder(settings=SETTINGS.encoder),
-                                            build_embedding_cache(CACHE_SETTINGS, logger=logger),
-                                            on_lookup=telemetry.record_cache), telemetry, "model")
-if ENCODER.value is not None:
-    telemetry.record_model_init(ENCODER.value.init_ms, ENCODER.value.dimensions)
-    logger.info("model loaded", extra={"model": ENCODER.value.model_id, "variant": ENCODER.value.spec.variant,
-                                       "threads": ENCODER.value.threads, "init_ms": round(ENCODER.value.init_ms, 1)})
+ENCODER = InitResult(lambda: load_model(SETTINGS.encoder, CACHE_SETTINGS, telemetry), telemetry, "model")
 health.register("model", lambda: health.Check("healthy") if ENCODER.value is not None
                 else health.Check("unhealthy", ENCODER.error or "not loaded"))
 health.register_fact("model", lambda: ENCODER.value.model_id if ENCODER.value is not None else None)

@@ -12,12 +12,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ragserve import health
 from ragserve.api.access import check_collection_access
-from ragserve.api.app import InitResult, create_app, resolve
+from ragserve.api.app import InitResult, create_app, load_model, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import SearchRequest
-from ragserve.cache import CachingEncoder, build_embedding_cache, build_query_cache
+from ragserve.cache import build_query_cache
 from ragserve.errors import RagserveError
-from ragserve.model.encoder import load_encoder
 from ragserve.observability.telemetry import Telemetry
 from ragserve.search.registry import CollectionRegistry
 from ragserve.search.service import search
@@ -29,9 +28,7 @@ SETTINGS = SearchSettings.from_env()
 telemetry = Telemetry("search")
 logger, tracer = telemetry.logger, telemetry.tracer
 CACHE_SETTINGS = CacheSettings.from_env()
-ENCODER = InitResult(lambda: CachingEncoder(load_encoder(settings=SETTINGS.encoder),
-                                            build_embedding_cache(CACHE_SETTINGS, logger=logger),
-                                            on_lookup=telemetry.record_cache), telemetry, "model")
+ENCODER = InitResult(lambda: load_model(SETTINGS.encoder, CACHE_SETTINGS, telemetry), telemetry, "model")
 QUERY_CACHE = build_query_cache(CACHE_SETTINGS, on_lookup=telemetry.record_cache, logger=logger)
 
 

@@ -16,6 +16,7 @@ from ragserve.api.errors import error_body, headers_of, status_of
 from ragserve.errors import ModelArtifactError, NotReady, RagserveError
 from ragserve.observability.telemetry import Telemetry
 from ragserve.routes import operation_of
+from ragserve.settings import CacheSettings, EncoderSettings
 
 T = TypeVar("T")
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -45,6 +46,20 @@ class InitResult(Generic[T]):
         if self.value is None:
             raise NotReady(f"service not ready: {self.error}", code="not_ready")
         return self.value
+
+
+def load_model(encoder_settings: EncoderSettings, cache_settings: CacheSettings, telemetry: Telemetry):
+    """A function's model at init: loaded, verified, warmed up, with the embedding cache
+    in front; its init time recorded and logged."""
+    from ragserve.cache import CachingEncoder, build_embedding_cache
+    from ragserve.model.encoder import load_encoder
+
+    encoder = load_encoder(settings=encoder_settings)
+    telemetry.record_model_init(encoder.init_ms, encoder.dimensions)
+    telemetry.logger.info("model loaded", extra={"model": encoder.model_id, "variant": encoder.spec.variant,
+                                                 "threads": encoder.threads, "init_ms": round(encoder.init_ms, 1)})
+    return CachingEncoder(encoder, build_embedding_cache(cache_settings, logger=telemetry.logger),
+                          on_lookup=telemetry.record_cache)
 
 
 def create_app(telemetry: Telemetry) -> APIGatewayRestResolver:
