@@ -227,3 +227,34 @@ def test_a_writer_killed_mid_build_loses_nothing(tmp_path):
         assert status == 200 and page["results"][0]["id"] == "bulk-2999"
     finally:
         restarted.stop()
+
+
+def test_a_snapshot_with_a_wrong_sha256_is_refused_and_health_says_degraded(server):
+    import shutil
+
+    server.request("POST", "/v1/collections/guarded/documents", {"documents": documents("guarded", 5)}, key=WRITE_KEY)
+    server.wait_for_documents("guarded", 5)
+    base = server.data_dir / "collections" / "guarded"
+    # a v2 whose manifest does not match its index file (as a bad upload would be), made live
+    shutil.copytree(base / "v1", base / "v2")
+    manifest = json.loads((base / "v2" / "manifest.json").read_text())
+    manifest["version"] = 2
+    (base / "v2" / "manifest.json").write_text(json.dumps(manifest))
+    index = base / "v2" / "index.usearch"
+    data = bytearray(index.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index.write_bytes(bytes(data))
+    (base / "CURRENT").write_text("2")
+
+    deadline = time.monotonic() + 30
+    while True:
+        status, health = server.request("GET", "/health", key="")
+        if health["status"] == "degraded" or time.monotonic() > deadline:
+            break
+        server.request("POST", "/v1/search", {"query": "notes", "collection": "guarded"})  # triggers the re-check
+        time.sleep(0.2)
+    assert status == 200 and health["status"] == "degraded"
+    assert "guarded: v2 refused" in health["checks"]["collections"]
+    status, page = server.request("POST", "/v1/search", {"query": "notes on topic 3", "collection": "guarded"})
+    assert status == 200 and page["index_version"] == 1  # the old version stays live
+    (base / "CURRENT").write_text("1")  # leave the shared server healthy
