@@ -131,7 +131,7 @@ def write_manifest(
     sizes: dict[str, int] = {}
     for name in SNAPSHOT_FILES:
         path = directory / name
-        _fsync_file(path)
+        fsync_path(path)
         files[name] = sha256_file(path)
         sizes[name] = path.stat().st_size
     meta = SnapshotMeta(
@@ -209,23 +209,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory (so a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
 
 
 # -- staging directories ---------------------------------------------------------------

@@ -25,7 +25,7 @@ from ragserve.snapshots.format import (
     Staging,
     atomic_write_text,
     clean_stale_staging,
-    fsync_dir,
+    fsync_path,
     remove_dir,
     validate_collection,
     validate_version,
@@ -84,7 +84,7 @@ class LocalSnapshotStore(SnapshotStore):
         with Staging(cdir, f"{version_dir(version)}.tmp-") as staging:
             for name in (*SNAPSHOT_FILES, MANIFEST):  # the manifest last
                 _copy_durably(Path(source_dir) / name, staging.path / name)
-            fsync_dir(staging.path)
+            fsync_path(staging.path)
             verify_snapshot(staging.path, collection=collection, version=version)  # the copy is intact
             with self._locked(cdir):
                 check_pointer(collection, version, self.current(collection), expected_current)
@@ -98,7 +98,7 @@ class LocalSnapshotStore(SnapshotStore):
                     if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                         raise VersionExists(f"{collection!r} v{version} already exists at {target}") from None
                     raise
-                fsync_dir(cdir)
+                fsync_path(cdir)
                 atomic_write_text(cdir / POINTER, f"{version}\n")
         return meta
 
@@ -136,7 +136,7 @@ class LocalSnapshotStore(SnapshotStore):
             for version in doomed:
                 remove_dir(cdir / version_dir(version))
             if doomed:
-                fsync_dir(cdir)
+                fsync_path(cdir)
         return doomed
 
 

@@ -36,7 +36,7 @@ from ragserve.snapshots.format import (
     SnapshotMeta,
     Staging,
     clean_stale_staging,
-    fsync_dir,
+    fsync_path,
     remove_dir,
     utc_now_iso,
     validate_collection,
@@ -224,7 +224,7 @@ class S3SnapshotStore(SnapshotStore):
                         raise
                     raise SnapshotMissing(f"s3://{self.bucket}/{base} is missing {name}") from None
             verify_snapshot(staging.path, collection=collection, version=version)
-            fsync_dir(staging.path)
+            fsync_path(staging.path)
             staging.seal()
             try:
                 os.rename(staging.path, target)
@@ -233,7 +233,7 @@ class S3SnapshotStore(SnapshotStore):
                     raise
                 shutil.rmtree(staging.path, ignore_errors=True)
                 return _verified(target, collection, version)
-            fsync_dir(target.parent)
+            fsync_path(target.parent)
         return target
 
     def _missing(self, collection: str, version: int, what: str) -> Exception:
