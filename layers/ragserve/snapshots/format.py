@@ -221,7 +221,6 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-
 # -- staging directories ---------------------------------------------------------------
 # A snapshot is assembled in a staging directory and renamed into place when complete.
 # The staging directory holds a lock file (flock, so it is released when its owner dies,
