@@ -197,6 +197,17 @@ def test_metrics_route_counts_requests(server):
     assert float(line.split()[-1]) >= 1
 
 
+def test_server_timing_header_carries_the_handler_time(server):
+    # GIVEN a routed request WHEN it is answered THEN Server-Timing says how long lambda_handler ran
+    status, headers, data = request(server, "POST", "/v1/embed", {"texts": ["time me"]}, READ_KEY)
+    assert status == 200, data
+    name, _, duration = headers["Server-Timing"].partition(";dur=")
+    assert name == "handler" and 0 < float(duration) < 10_000
+    # a request the gateway refuses never reached a handler: no timing
+    status, headers, _ = request(server, "POST", "/v1/embed", {"texts": ["x"]})
+    assert status == 401 and "Server-Timing" not in headers
+
+
 def test_token_bucket_answers_429_with_retry_after():
     server = start(GatewaySettings(rate_limit_rps=0.5, rate_limit_burst=3))
     try:

@@ -156,12 +156,17 @@ class Gateway:
         handler = self.handlers.get(route.function)
         if handler is None:
             return _json_error(503, "not_ready", f"function {route.function} is not loaded", request_id)
+        started = time.perf_counter()
         try:
             result = handler(event, LocalContext(function_name=route.function))
         except Exception:  # a handler that raises is a Lambda error: API Gateway answers 502
             log.exception("function raised", extra={"function": route.function, "request_id": request_id})
             return _json_error(502, "bad_gateway", "the function failed; see the server log", request_id)
-        return to_gateway_response(result)
+        response = to_gateway_response(result)
+        # Local only (API Gateway adds no such header): the time inside lambda_handler, i.e. the
+        # billed duration a warm Lambda invocation would see, apart from the gateway's own work.
+        response.headers["Server-Timing"] = f"handler;dur={(time.perf_counter() - started) * 1000:.2f}"
+        return response
 
 
 def to_gateway_response(result: dict) -> GatewayResponse:
