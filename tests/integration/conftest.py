@@ -136,3 +136,13 @@ def disposable_redis():
         yield server
     finally:
         server.stop()
+
+
+def live_document_ids(store, collection: str, dest_dir) -> set[str]:
+    """The ids in ``collection``'s live version, read from its verified snapshot files
+    (the ground truth for "no accepted document was lost")."""
+    import json
+
+    directory = store.fetch(collection, store.require_current(collection), dest_dir)
+    with (directory / "docs.jsonl").open(encoding="utf-8") as f:
+        return {json.loads(line)["id"] for line in f if line.strip()}

@@ -229,7 +229,7 @@ def test_a_writer_killed_mid_build_loses_nothing(tmp_path):
         restarted.stop()
 
 
-def test_a_snapshot_with_a_wrong_sha256_is_refused_and_health_says_degraded(server):
+def test_a_snapshot_with_a_wrong_sha256_is_refused_and_the_writer_publishes_past_it(server):
     import shutil
 
     server.request("POST", "/v1/collections/guarded/documents", {"documents": documents("guarded", 5)}, key=WRITE_KEY)
@@ -257,4 +257,12 @@ def test_a_snapshot_with_a_wrong_sha256_is_refused_and_health_says_degraded(serv
     assert "guarded: v2 refused" in health["checks"]["collections"]
     status, page = server.request("POST", "/v1/search", {"query": "notes on topic 3", "collection": "guarded"})
     assert status == 200 and page["index_version"] == 1  # the old version stays live
-    (base / "CURRENT").write_text("1")  # leave the shared server healthy
+
+    # the writer's next publish builds on v1 and goes past the bad v2: nothing accepted is lost
+    assert server.request("POST", "/v1/collections/guarded/documents", {"documents": documents("later", 2)},
+                          key=WRITE_KEY)[0] == 202
+    assert server.wait_for_documents("guarded", 7, timeout=60)["index_version"] == 3
+    ids = {json.loads(line)["id"] for line in (base / "v3" / "docs.jsonl").read_text().splitlines()}
+    assert ids == {d["id"] for d in documents("guarded", 5) + documents("later", 2)}
+    status, health = server.request("GET", "/health", key="")
+    assert health["status"] == "healthy" and health["checks"]["collections"] == "ok", health

@@ -6,6 +6,13 @@ Crash safety: the next version is built in a scratch directory and published
 are acknowledged only after that. A writer killed at any point leaves the old version
 live and its jobs in the queue; the restarted writer applies them again, and upserts
 whose content hash is already live are no-ops, so nothing is lost or doubled.
+
+A live version that cannot be read (a file altered or deleted in the store, or
+``CURRENT`` naming a version that is not there) must not stop the writer: it builds on
+the newest older version that verifies (readers refuse the bad one and still serve that
+one) and publishes past the bad version. With no readable version at all it fails, and
+the jobs stay queued until the store is repaired: an unreadable collection is never
+overwritten by one without its documents.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from ragserve.index.ann import IndexParams, VectorIndex
 from ragserve.ingest.jobs import IngestJob
 from ragserve.model.encoder import Encoder
 from ragserve.settings import IndexSettings
+from ragserve.snapshots.errors import SnapshotCorrupt, SnapshotMismatch, SnapshotMissing
 from ragserve.snapshots.format import SnapshotMeta, read_manifest, write_manifest
 from ragserve.snapshots.store import SnapshotStore
 
@@ -84,12 +92,32 @@ class CollectionWriter:
         if version is None:
             return _Contents([], np.empty((0, self.encoder.dimensions), np.float16), self.index_settings.dtype,
                              {k: v for k, v in vars_of(index_params(self.index_settings)).items() if k != "dtype"})
-        directory = self.store.fetch(collection, version, self.scratch_dir / "live")  # verified
+        directory = self._fetch_readable(collection, version)
         meta = read_manifest(directory)
         with (directory / "docs.jsonl").open("rb") as f:
             records = [orjson.loads(line) for line in f if line.strip()]
         vectors = np.load(directory / "vectors.f16.npy")
         return _Contents(records, vectors, meta.dtype, dict(meta.params))
+
+    def _fetch_readable(self, collection: str, version: int) -> Path:
+        """The verified snapshot of ``version``, else of the newest older version that verifies."""
+        try:
+            return self.store.fetch(collection, version, self.scratch_dir / "live")
+        except (SnapshotCorrupt, SnapshotMissing, SnapshotMismatch) as exc:
+            unreadable = exc
+        for older in sorted((v for v in self.store.versions(collection) if v < version), reverse=True):
+            try:
+                directory = self.store.fetch(collection, older, self.scratch_dir / "live")
+            except (SnapshotCorrupt, SnapshotMissing, SnapshotMismatch):
+                continue
+            if self._log:
+                self._log.error("live version unreadable, building on an older version", extra={
+                    "collection": collection, "unreadable": version, "base": older, "reason": str(unreadable)})
+            return directory
+        if self._log:
+            self._log.error("live version unreadable and no older version verifies; jobs stay queued",
+                            extra={"collection": collection, "unreadable": version, "reason": str(unreadable)})
+        raise unreadable
 
     def apply(self, collection: str, jobs: Iterable[IngestJob]) -> WriteResult:
         current = self.store.current(collection)
