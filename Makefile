@@ -11,13 +11,15 @@ BUILD_VENV ?= .venv-model
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 
-.PHONY: help install serve test test-fast redis-server model bench bench-embed bench-search bench-cache lint clean
+.PHONY: help install serve test test-fast redis-server model bench bench-embed bench-search bench-cache bench-coldstart \
+	bench-load lint clean
 
 help:
 	@echo "make serve   - install (first time) and serve the API on http://$(HOST):$(PORT)"
 	@echo "make test    - install (first time) and run every test"
 	@echo "make model   - rebuild model artifacts from PyPI (torch), incl. the fp32 variant"
 	@echo "make bench   - run the benchmarks and rewrite docs/BENCHMARKS.md"
+	@echo "make openapi - regenerate docs/openapi.json from the routes table and the models"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,20 +55,35 @@ $(BUILD_VENV)/bin/.installed: pyproject.toml
 model: $(BUILD_VENV)/bin/.installed
 	$(BUILD_VENV)/bin/python model_artifacts/build.py --variant all --golden
 
-$(BIN)/.bench-installed: $(BIN)/.installed
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev,demo,infra,bench]"
 	touch $@
 
 bench-embed: $(BIN)/.bench-installed
 	$(BIN)/python bench/embed.py
 
-bench-search: $(BIN)/.bench-installed
-	$(BIN)/python bench/search.py
+# 10k, 100k and 1M vectors: the 1M point alone builds indexes for 15-30 minutes on 2 cores.
+BENCH_SEARCH_SIZES ?= 10000,100000,1000000
 
-bench-cache: $(BIN)/.bench-installed
+bench-search: $(BIN)/.bench-installed
+	$(BIN)/python bench/search.py --sizes $(BENCH_SEARCH_SIZES)
+
+bench-cache: $(BIN)/.bench-installed redis-server
 	$(BIN)/python bench/cache.py
 
-bench: bench-embed bench-search bench-cache
+bench-coldstart: $(BIN)/.bench-installed
+	$(BIN)/python bench/coldstart.py
+
+bench-load: $(BIN)/.bench-installed
+	$(BIN)/python bench/load.py
+
+# Every benchmark, one after the other (they must not share the CPUs), each rewriting its
+# own section of docs/BENCHMARKS.md and its plots in docs/img/.
+.NOTPARALLEL:
+bench: bench-embed bench-search bench-cache bench-coldstart bench-load
+
+openapi: $(BIN)/.installed
+	$(BIN)/ragserve openapi --output docs/openapi.json
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check layers functions tests bench model_artifacts infra events

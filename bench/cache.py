@@ -26,7 +26,7 @@ from pathlib import Path
 
 import corpus  # bench/ is sys.path[0] when run as a script
 import numpy as np
-from embed import check, fmt_ratio, machine, median, write_section
+from report import check, fmt_ratio, machine, median, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 

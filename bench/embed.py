@@ -23,13 +23,10 @@ repeated, medians are reported, and each ratio is the median of per-repeat ratio
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib.metadata
 import json
 import logging
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,7 +35,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 
 # Before sentence-transformers / transformers are imported: no network, no progress bars.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,9 +43,24 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import corpus  # bench/corpus.py: bench/ is sys.path[0] when run as a script
 import numpy as np
+from report import (
+    DEFAULT_OUTPUT,
+    REPO,
+    Figure,
+    ForeignCpu,
+    check,
+    fmt_ms,
+    fmt_ratio,
+    fmt_share,
+    fmt_tps,
+    load_average,
+    machine,
+    machine_table,
+    median,
+    paired_ratio,
+    write_section,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO / "docs" / "BENCHMARKS.md"
 SECTION = "embed"
 BATCH_SIZES = (1, 16, 64)
 BUDGETS = (128, 256, 512, 1024, 2048, 16384)
@@ -227,49 +238,6 @@ def interleaved(contenders: Sequence[tuple[str, Callable[[list[str]], np.ndarray
             time.sleep(0.05)  # let the previous runtime's spinning worker threads go idle
             samples[key].append(timed_loop(embed, texts, batch, cfg))
     return samples
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
-
-
-def paired_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
-    """Median over repeats of ours/theirs (repeats ran side by side)."""
-    return median([a / b for a, b in zip(ours, theirs, strict=True) if b > 0])
-
-
-class ForeignCpu:
-    """Share of the machine's CPU time used by other processes while a block runs: the
-    noise this benchmark cannot remove (``with ForeignCpu() as m: ...; m.share``)."""
-
-    def __init__(self) -> None:
-        self.share = float("nan")
-
-    @staticmethod
-    def _jiffies() -> tuple[int, int]:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-        mine = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:15]  # utime stime cutime cstime
-        return user + nice + system + irq + softirq + steal, sum(int(x) for x in mine)
-
-    def __enter__(self) -> Self:
-        try:
-            self._start = (time.perf_counter(), *self._jiffies())
-        except (OSError, ValueError):
-            self._start = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._start is None:
-            return
-        wall0, busy0, mine0 = self._start
-        busy1, mine1 = self._jiffies()
-        capacity = (time.perf_counter() - wall0) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
-        self.share = max(0.0, ((busy1 - busy0) - (mine1 - mine0)) / capacity) if capacity > 0 else float("nan")
-
-
-def fmt_share(x: float) -> str:
-    return "?" if math.isnan(x) else f"{x:.0%}"
 
 
 # --------------------------------------------------------------------------- 1. throughput
@@ -464,73 +432,7 @@ def budget_winner(sweep: Sweep, default: int) -> tuple[int, dict[int, float]]:
     return max(scores, key=scores.__getitem__), scores
 
 
-# --------------------------------------------------------------------------- machine
-
-
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu == "unknown":
-                cpu = value.strip()
-            if key.strip() == "flags" and not flags:
-                flags = [f for f in value.split() if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")]
-    except OSError:
-        pass
-    ram = "unknown"
-    try:
-        kb = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
-                      if ln.startswith("MemTotal:")))
-        ram = f"{kb / 1024 / 1024:.1f} GiB"
-    except (OSError, StopIteration, ValueError):
-        pass
-    from ragserve.model.encoder import available_cpus
-
-    def version(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    return {
-        "CPU": f"{cpu} ({', '.join(flags) or 'no AVX2'})",
-        "Cores": f"{len(os.sched_getaffinity(0))} in affinity mask, {available_cpus()} available to ragserve "
-                 f"(cgroup quota applied); {os.cpu_count()} online",
-        "RAM": ram,
-        "OS": platform.platform(),
-        "Python": platform.python_version(),
-        "Packages": ", ".join(f"{d} {version(d)}" for d in (
-            "onnxruntime", "tokenizers", "numpy", "torch", "sentence-transformers", "transformers")),
-        "Date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 # --------------------------------------------------------------------------- report
-
-
-def fmt_tps(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
-
-
-def fmt_ms(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
-
-
-def fmt_ratio(x: float) -> str:
-    return f"{x:.2f}×" if x < 10 else f"{x:.1f}×"
-
-
-def check(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 @dataclass
@@ -549,15 +451,51 @@ class Results:
     budgets: list[BudgetSweep]
     default_budget: int
     elapsed_s: float
+    output: Path | None = None  # where the section goes (plots beside it); None: printed only
+
+
+def plot_throughput(r: Results) -> str:
+    """texts/s against batch size, one panel per text set, one line per engine."""
+    figure = Figure(SECTION, "throughput", "Embedding throughput (texts/s, higher is better)", r.output,
+                    size=(8.0, 3.6))
+    by = {(c.text_set.key, c.batch): c for c in r.cells}
+    with figure as (fig, ax):
+        ax.remove()
+        axes = fig.subplots(1, len(r.sets), sharey=False)
+        for panel, s in zip(axes, r.sets, strict=True):
+            for e in r.engines:
+                panel.plot(BATCH_SIZES, [by[(s.key, b)].tps(e.key) for b in BATCH_SIZES], marker="o",
+                           linestyle="--" if e.is_peer else "-", label=e.label)
+            panel.set_xscale("log", base=2)
+            panel.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
+            panel.set_xlabel("texts per call")
+            panel.set_title(s.label, fontsize=10)
+            panel.grid(True, alpha=0.3)
+        axes[0].set_ylabel("texts/s")
+        axes[0].legend(fontsize=8)
+    return figure.markdown
+
+
+def plot_cold_start(r: Results) -> str:
+    labels = {"int8": "ragserve embed handler", PEER: "sentence-transformers"}
+    figure = Figure(SECTION, "cold-start", "Cold start: import + load + first embed (s, lower is better)",
+                    r.output, size=(7.0, 2.4))
+    with figure as (_fig, ax):
+        keys = list(r.cold)
+        values = [median([x.first_s for x in r.cold[k]]) for k in keys]
+        bars = ax.barh([labels.get(k, k) for k in keys], values, color=["tab:blue" if k != PEER else "tab:gray"
+                                                                          for k in keys])
+        ax.bar_label(bars, labels=[f"{v:.2f} s" for v in values], padding=3, fontsize=8)
+        ax.set_xlabel("seconds")
+        ax.set_xlim(0, max(values) * 1.2)
+    return figure.markdown
 
 
 def render(r: Results) -> str:
     out: list[str] = ["## Embedding", ""]
     out.append(f"_Generated by `bench/embed.py`{' **--quick (smoke run: not for citing)**' if r.cfg.quick else ''} "
                f"in {r.elapsed_s / 60:.1f} min. Do not edit between the markers: the next run rewrites it._")
-    out += ["", "| Machine | |", "|---|---|"]
-    out += [f"| {k} | {v} |" for k, v in r.machine.items()]
-    out.append(f"| Load average (1/5/15 min) | before {r.load_before}; after {r.load_after} |")
+    out += ["", *machine_table(r.machine, r.load_before, r.load_after)]
     out += ["", ("Method: every cell interleaves the engines round-robin on identical batches "
                  f"({r.cfg.repeats} repeats × ≥{r.cfg.seconds:g} s and ≥{r.cfg.min_calls} calls each, after one "
                  "untimed warm-up call); texts/s is the median over repeats, latency percentiles are over all timed "
@@ -576,7 +514,11 @@ def render(r: Results) -> str:
     cos = ", ".join(f"{e.label} {s.label} {r.cosine[(e.key, s.key)]:.4f}" for e in ours for s in r.sets)
     out += ["", f"Sanity: mean cosine to the peer's vectors (first 32 texts): {cos}."]
     out += render_throughput(r, ours)
+    if r.output is not None:
+        out += ["", plot_throughput(r)]
     out += render_cold_start(r)
+    if r.output is not None:
+        out += ["", plot_cold_start(r)]
     out += render_budgets(r)
     out += ["", "### How to reproduce", "",
             ("`make bench-embed` (runs `python bench/embed.py`; needs the `bench` extra; "
@@ -681,28 +623,6 @@ def render_budgets(r: Results) -> list[str]:
 
 # --------------------------------------------------------------------------- docs file
 
-DOC_HEADER = """# Benchmarks
-
-Measured on the machine described in each section, never estimated. Each section is
-generated by a script under `bench/` and rewritten between its `<!-- name:start -->` /
-`<!-- name:end -->` markers; everything outside the markers is kept as written.
-"""
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace the ``name`` section of ``path`` (or append it), keeping the rest."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else DOC_HEADER
-    i, j = text.find(start), text.find(end)
-    if i != -1 and j > i:
-        text = text[:i] + block + text[j + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -720,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     load_before = load_average()
-    info = machine()
+    info = machine(("onnxruntime", "tokenizers", "numpy", "torch", "sentence-transformers", "transformers"))
     sets = text_sets()
     tokens = token_stats(sets)
     from ragserve.settings import EncoderSettings
@@ -740,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = Results(cfg, info, load_before, load_average(), engines, sets, tokens, cells, cosine, cold, cold_foreign,
                       budgets,
-                      default_budget, time.perf_counter() - started)
+                      default_budget, time.perf_counter() - started, output)
     section = render(results)
     if output is None:
         print(section)
