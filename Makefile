@@ -12,7 +12,7 @@ BUILD_VENV ?= .venv-model
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 
 .PHONY: help install serve test test-fast redis-server model bench bench-embed bench-search bench-cache bench-coldstart \
-	bench-load lint clean
+	bench-load lint openapi clean
 
 help:
 	@echo "make serve   - install (first time) and serve the API on http://$(HOST):$(PORT)"

@@ -152,8 +152,9 @@ def build_events() -> tuple[dict[str, dict], dict[str, int]]:
     add("apigw_documents_delete.json", 202,
         _event("apigw_documents_delete.json", "DELETE", "/v1/collections/events/documents/doc-1"))
 
-    # GET /health (no key), GET /metrics, and a route that does not exist
+    # GET /health and GET /v1/openapi.json (no key), GET /metrics, and a route that does not exist
     add("apigw_health_get.json", 200, _event("apigw_health_get.json", "GET", "/health", keyed=False))
+    add("apigw_openapi_get.json", 200, _event("apigw_openapi_get.json", "GET", "/v1/openapi.json", keyed=False))
     add("apigw_metrics_get.json", 200, _event("apigw_metrics_get.json", "GET", "/metrics"))
     add("apigw_unknown_route.json", 404, _event("apigw_unknown_route.json", "GET", "/v1/does-not-exist"))
     return events, expected

@@ -83,6 +83,9 @@ def acknowledge_findings(stack: RagserveStack) -> None:
         if resource == "/health" and method == "GET":
             ack(api_method, "AwsSolutions-APIG4", "GET /health is public by design (DESIGN.md section 3): the canary "
                 "and load balancers probe it; it reveals no data and WAF rate-limits it")
+        if resource == "/v1/openapi.json" and method == "GET":
+            ack(api_method, "AwsSolutions-APIG4", "GET /v1/openapi.json is public by design: the API's published "
+                "OpenAPI document (routes and schemas, no data, no keys), WAF rate-limits it")
 
     # -- Step Functions bulk pipeline ---------------------------------------------------
     machine = stack.bulk.state_machine

@@ -1,4 +1,4 @@
-"""Ops function: GET /health and GET /metrics.
+"""Ops function: GET /health, GET /metrics and GET /v1/openapi.json.
 
 Locally (one process serves every function) /health reports every check the loaded
 functions registered (the model, the index, the caches) and /metrics renders the
@@ -14,17 +14,20 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ragserve.api.app import create_app, health_response, resolve
+from ragserve.api.openapi import build_openapi
 from ragserve.dependencies import register_aws_checks
 from ragserve.metrics_source import open_metrics_source
 from ragserve.observability.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from ragserve.observability.telemetry import Telemetry
-from ragserve.settings import OpsSettings
+from ragserve.settings import IngestSettings, OpsSettings, SearchLimits
 
 SETTINGS = OpsSettings.from_env()
 telemetry = Telemetry("ops")
 logger, tracer = telemetry.logger, telemetry.tracer
 METRICS = open_metrics_source(SETTINGS)
 CHECKS = register_aws_checks(SETTINGS)
+_INGEST = IngestSettings.from_env()
+OPENAPI = build_openapi(_INGEST.limits, SearchLimits.from_env(), _INGEST.max_documents)  # the limits in force
 logger.info("ops ready", extra={"metrics_source": SETTINGS.metrics_source, "checks": CHECKS})
 app = create_app(telemetry)
 
@@ -38,6 +41,11 @@ def handle_get_health() -> Response:
 @tracer.capture_method
 def handle_get_metrics() -> Response:
     return Response(status_code=200, content_type=PROMETHEUS_CONTENT_TYPE, body=METRICS.render())
+
+
+@app.get("/v1/openapi.json")
+def handle_get_openapi() -> dict:
+    return OPENAPI
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,4 +1,5 @@
-"""The ``ragserve`` command: ``serve`` the local API, ``invoke`` one event."""
+"""The ``ragserve`` command: ``serve`` the local API, ``invoke`` one event, write the
+``openapi`` document."""
 
 from __future__ import annotations
 
@@ -177,6 +178,24 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """The OpenAPI document (default settings) to stdout or a file; --check: exit 1 if the file differs."""
+    from ragserve.api.openapi import render_openapi
+
+    text = render_openapi()
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.output)
+    if args.check:
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            print(f"ragserve: {path} is stale: run `make openapi`", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(text, encoding="utf-8")
+    return 0
+
+
 def orjson_dumps(value) -> str:
     import orjson
 
@@ -194,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("function", help="a folder under functions/, e.g. embed")
     invoke.add_argument("event", help="event JSON file, or - for stdin")
     invoke.set_defaults(func=cmd_invoke)
+    openapi = sub.add_parser("openapi", help="write the OpenAPI document (default settings)")
+    openapi.add_argument("--output", "-o", default=None, help="file to write (default: stdout)")
+    openapi.add_argument("--check", action="store_true", help="with --output: exit 1 if the file is stale")
+    openapi.set_defaults(func=cmd_openapi)
     index = sub.add_parser("index", help="collection indexes").add_subparsers(dest="index_command", required=True)
     build = index.add_parser("build", help="build a collection from JSONL (id, text, metadata per line)")
     build.add_argument("--input", required=True, help="JSONL file")

@@ -41,6 +41,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/collections/{c}/documents/{id}", "ingest", "delete_document", "write"),
     Route("GET", "/health", "ops", "health", None),
     Route("GET", "/metrics", "ops", "metrics", "read"),
+    Route("GET", "/v1/openapi.json", "ops", "openapi", None),
 )
 
 
