@@ -81,6 +81,7 @@ bench-load: $(BIN)/.bench-installed
 # own section of docs/BENCHMARKS.md and its plots in docs/img/.
 .NOTPARALLEL:
 bench: bench-embed bench-search bench-cache bench-coldstart bench-load
+	$(BIN)/python bench/summary.py
 
 openapi: $(BIN)/.installed
 	$(BIN)/ragserve openapi --output docs/openapi.json
