@@ -17,6 +17,7 @@ import orjson
 from ragserve.api.errors import error_body
 from ragserve.local.gateway import API_GATEWAY_MAX_BODY, Gateway, GatewayResponse, Handler
 from ragserve.local.logs import local_logger
+from ragserve.local.swagger_ui import swagger_ui
 from ragserve.routes import functions
 
 log = local_logger()
@@ -58,6 +59,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return _error(413, "body_too_large", f"request body is over {API_GATEWAY_MAX_BODY} bytes")
         body = self.rfile.read(length) if length else b""
         headers = {k: v for k, v in self.headers.items()}
+        ui = swagger_ui(self.command, path)  # /docs: local only, not an API Gateway route
+        if ui is not None:
+            return ui
         return self.gateway.handle(self.command, path, query, headers, body, source_ip=self.client_address[0])
 
     def _send(self, response: GatewayResponse) -> None:
