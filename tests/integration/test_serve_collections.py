@@ -61,13 +61,19 @@ class Server:
         raise AssertionError("server did not become healthy")
 
     def request(self, method, path, body=None, key=READ_KEY, headers=None):
+        """(status, body): the body parsed when it is JSON."""
+        status, _, data = self.exchange(method, path, body, key, headers)
+        return status, json.loads(data) if data[:1] in (b"{", b"[") else data
+
+    def exchange(self, method, path, body=None, key=READ_KEY, headers=None) -> tuple[int, dict[str, str], bytes]:
+        """(status, response headers, raw body)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         hdrs = {"x-api-key": key, **(headers or {})}
         conn.request(method, path, body=None if body is None else json.dumps(body), headers=hdrs)
         response = conn.getresponse()
         data = response.read()
         conn.close()
-        return response.status, json.loads(data) if data[:1] in (b"{", b"[") else data
+        return response.status, dict(response.getheaders()), data
 
     def read_log(self) -> str:
         """What the server wrote to stderr so far."""
