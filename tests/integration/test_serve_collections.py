@@ -20,6 +20,7 @@ import pytest
 
 from ragserve.ingest.queue import LocalJobQueue
 from ragserve.snapshots.local import LocalSnapshotStore
+from tests.integration.conftest import live_document_ids
 
 WRITE_KEY, READ_KEY = "e2e-write", "e2e-read"
 
@@ -174,6 +175,24 @@ def test_a_replayed_post_with_the_same_idempotency_key_creates_no_second_job(ser
     other = server.request("POST", "/v1/collections/idem/documents", {"documents": documents("other", 1)},
                            key=WRITE_KEY, headers=headers)
     assert other[0] == 409 and other[1]["error"]["code"] == "idempotency_key_reused"
+
+
+def test_concurrent_writes_each_get_their_own_job_and_all_land(server):
+    # every function shares one process in `ragserve serve`: requests resolved on many
+    # threads at once must not read each other's event (they once took each other's job id)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ingest(i):
+        return server.request("POST", "/v1/collections/crowd/documents", {"documents": documents("crowd", 3, 3 * i)},
+                              key=WRITE_KEY, headers={"Idempotency-Key": f"crowd-{i}"})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ingest, range(16)))
+    assert [status for status, _ in answers] == [202] * 16
+    assert len({body["job_id"] for _, body in answers}) == 16
+    server.wait_for_documents("crowd", 48)
+    assert live_document_ids(LocalSnapshotStore(server.data_dir), "crowd", server.data_dir / "check") == \
+        {d["id"] for d in documents("crowd", 48)}
 
 
 def test_searches_keep_answering_200_while_ingests_and_deletes_run(server):

@@ -3,6 +3,7 @@ JSON error shape, no stack trace ever returned, and request metrics around each 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -62,8 +63,45 @@ def load_model(encoder_settings: EncoderSettings, cache_settings: CacheSettings,
                           on_lookup=telemetry.record_cache)
 
 
+def _per_thread(name: str, default: Callable[[], Any] | None = None) -> property:
+    def get(self: Any) -> Any:
+        if default is not None and not hasattr(self._per_thread, name):
+            setattr(self._per_thread, name, default())
+        return getattr(self._per_thread, name)
+
+    def set_(self: Any, value: Any) -> None:
+        setattr(self._per_thread, name, value)
+
+    return property(get, set_)
+
+
+class ThreadSafeRestResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver with the request being resolved kept per thread.
+
+    Powertools keeps the current event in class attributes of ``BaseRouter`` (shared by
+    every resolver in the process) and the matched route in ``self.context``. That holds in
+    Lambda, one event at a time per environment, but not in `ragserve serve`, where every
+    function runs in one process and requests are resolved on many threads at once: a
+    route could read another request's event (concurrent writes were queued under another
+    request's job id and then dropped as its duplicates)."""
+
+    current_event = _per_thread("current_event")
+    lambda_context = _per_thread("lambda_context")
+    context = _per_thread("context", dict)
+    processed_stack_frames = _per_thread("processed_stack_frames", list)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._per_thread = threading.local()
+        super().__init__(*args, **kwargs)
+
+    def resolve(self, event: Any, context: Any) -> dict[str, Any]:
+        self.current_event = self._to_proxy_event(event)
+        self.lambda_context = context
+        return super().resolve(event, context)
+
+
 def create_app(telemetry: Telemetry) -> APIGatewayRestResolver:
-    app = APIGatewayRestResolver(serializer=serialize)
+    app = ThreadSafeRestResolver(serializer=serialize)
 
     def request_id() -> str:
         return app.current_event.request_context.request_id or ""
