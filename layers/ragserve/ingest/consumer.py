@@ -28,7 +28,7 @@ def consume(records: Iterable[dict], writer: CollectionWriter, log=None) -> Batc
             job = IngestJob.from_json(record["body"])
             group = job.collection
         except (KeyError, ValueError, TypeError):
-            job, group = None, record.get("attributes", {}).get("MessageGroupId", "?")
+            job, group = None, str((record.get("attributes") or {}).get("MessageGroupId", "?"))
         groups.setdefault(group, []).append((record["messageId"], job))
     outcome = BatchOutcome()
     for collection, items in groups.items():

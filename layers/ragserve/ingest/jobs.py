@@ -36,9 +36,24 @@ class IngestJob:
 
     @classmethod
     def from_json(cls, body: str | bytes) -> IngestJob:
+        """The job ``to_json`` wrote; ValueError for any other message (never a TypeError or
+        KeyError: the consumer reports it failed, and a message of the wrong shape must not
+        be applied half-read)."""
         data = orjson.loads(body)
-        return cls(data["job_id"], int(data["part"]), data["collection"],
-                   tuple(Document.from_record(d) for d in data.get("upserts", ())), tuple(data.get("deletes", ())))
+        if not isinstance(data, dict):
+            raise ValueError("an ingest message is a JSON object")
+        job_id, part, collection = data.get("job_id"), data.get("part"), data.get("collection")
+        upserts, deletes = data.get("upserts", []), data.get("deletes", [])
+        if not (isinstance(job_id, str) and isinstance(collection, str) and type(part) is int
+                and isinstance(upserts, list) and isinstance(deletes, list)
+                and all(isinstance(d, str) for d in deletes) and all(_is_record(u) for u in upserts)):
+            raise ValueError("not an ingest job: job_id, part, collection, upserts or deletes of the wrong type")
+        return cls(job_id, part, collection, tuple(Document.from_record(u) for u in upserts), tuple(deletes))
+
+
+def _is_record(value: object) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("id"), str) and isinstance(value.get("text"), str)
+            and isinstance(value.get("metadata") or {}, dict))
 
 
 def new_job_id(collection: str, principal: str, idempotency_key: str | None) -> str:
