@@ -6,7 +6,7 @@ saturation.
 Starts `ragserve serve` on a free loopback port with a fresh data directory (the demo
 `default` collection, 869 documents) and its own keys, then runs locust headless
 (bench/locustfile.py): a Zipf-repeating mix of searches, embed batches and ingests at
-5 .. 400 req/s, ~20 s a step, plus one abusive key bursting over its rate limit. Per
+5 .. 1,000 req/s, 20 s a step, plus one abusive key bursting over its rate limit. Per
 step: offered vs achieved rate, end-to-end latency (overall and by operation), errors,
 5xx, 429s (normal keys vs the abuser), query/embedding-cache hit rates from /metrics,
 CPU of the server vs the load generator, and the handler time a Lambda invocation
@@ -117,7 +117,8 @@ def mean_handler_ms(records, window: tuple[float, float]) -> float:
 
 
 def plot(rows: list[dict], output: Path) -> Figure:
-    figure = Figure("load", "latency-throughput", "End-to-end latency and achieved rate vs offered rate", output)
+    figure = Figure("load", "latency-throughput", "End-to-end latency and achieved rate vs offered rate", output,
+                    size=(7.0, 4.6))
     offered = [r["offered"] for r in rows]
     with figure as (_fig, ax):
         for q, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
@@ -127,6 +128,7 @@ def plot(rows: list[dict], output: Path) -> Figure:
         ax.set_ylabel("latency, ms (client side)")
         ax.set_xlabel("offered rate, req/s")
         count_axis(ax, offered)
+        ax.tick_params(axis="x", labelrotation=60, labelsize=8)
         rate = ax.twinx()
         rate.plot(offered, [r["stats"].achieved_rps for r in rows], "d--", color="black", label="achieved req/s")
         rate.plot(offered, offered, ":", color="grey", label="achieved = offered")
@@ -134,7 +136,8 @@ def plot(rows: list[dict], output: Path) -> Figure:
         rate.set_ylabel("achieved req/s")
         lines = ax.get_legend_handles_labels()
         more = rate.get_legend_handles_labels()
-        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower center", ncol=3,
+                  bbox_to_anchor=(0.5, 1.08), frameon=False)
     return figure
 
 
@@ -142,10 +145,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three short steps; print, write nothing")
     parser.add_argument("--output", default=str(REPO / "docs" / "BENCHMARKS.md"))
+    parser.add_argument("--steps", help="offered rates, req/s, comma-separated (default: the full or quick list)")
+    parser.add_argument("--step-seconds", type=float, help="seconds per step (default 20, quick 6)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     steps = loadmix.QUICK_STEPS if args.quick else loadmix.STEPS
+    if args.steps:
+        steps = tuple(float(x) for x in args.steps.split(","))
     step_seconds, warmup_seconds = (6.0, 4.0) if args.quick else (20.0, 10.0)
+    step_seconds = args.step_seconds or step_seconds
     write = not args.quick or args.output != parser.get_default("output")
 
     k = keys()
@@ -221,8 +229,11 @@ def main(argv=None) -> int:
         f"- **Keys and the abuser**: there is one rate limit for every key "
         f"(`RAGSERVE_RATE_LIMIT_RPS={loadmix.RATE_LIMIT_RPS}`, `RAGSERVE_RATE_LIMIT_BURST={loadmix.RATE_LIMIT_BURST}`,"
         f" a token bucket per key), so normal traffic is spread over {loadmix.READ_KEYS} read keys and "
-        f"{loadmix.WRITE_KEYS} write keys (at 400 req/s, ~4 req/s per key, far below the limit) and one abusive "
-        f"key sends {loadmix.ABUSER_BURST} searches back to back at the start of every step (3x its burst). "
+        f"{loadmix.WRITE_KEYS} write keys (at {steps[-1]:g} req/s, "
+        f"~{steps[-1] * (1 - loadmix.MIX['ingest']) / loadmix.READ_KEYS:.1f} req/s per read key and "
+        f"~{steps[-1] * loadmix.MIX['ingest'] / loadmix.WRITE_KEYS:.1f} per write key, below the limit) and one "
+        f"abusive key sends {loadmix.ABUSER_BURST} searches at once (concurrently) at the start of every step "
+        "(3x its burst). "
         "Its requests are counted apart and are not part of the offered or achieved rates.",
         f"- **Steps**: {warmup_seconds:.0f} s warm-up at {steps[0]:g} req/s, then "
         f"{', '.join(f'{r:g}' for r in steps)} req/s for {step_seconds:.0f} s each; the first "

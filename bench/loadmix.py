@@ -28,7 +28,7 @@ EXPECTED_RPS = 1.0
 HUNDRED_X_RPS = 100 * EXPECTED_RPS
 
 # Offered rates (req/s), one step each; HUNDRED_X_RPS is one of them.
-STEPS: tuple[float, ...] = (5, 10, 25, 50, HUNDRED_X_RPS, 150, 200, 300, 400)
+STEPS: tuple[float, ...] = (5, 10, 25, 50, HUNDRED_X_RPS, 150, 200, 300, 400, 500, 600, 800, 1000)
 QUICK_STEPS: tuple[float, ...] = (5, 25, HUNDRED_X_RPS)
 
 MIX = {"search": 0.80, "embed": 0.17, "ingest": 0.03}  # share of normal requests by operation
@@ -44,11 +44,11 @@ SETTLE_SECONDS = 2.0  # the start of each step (users joining) is not measured
 
 # The per-key token bucket (one setting for every key: RAGSERVE_RATE_LIMIT_RPS/_BURST).
 # Normal traffic is spread over READ_KEYS keys so each stays far below it; the abuser
-# key sends ABUSER_BURST requests back to back at the start of each step.
+# key sends ABUSER_BURST requests at once at the start of each step.
 RATE_LIMIT_RPS = 10
 RATE_LIMIT_BURST = 20
-READ_KEYS = 100
-WRITE_KEYS = 4
+READ_KEYS = 400
+WRITE_KEYS = 10
 ABUSER_BURST = 3 * RATE_LIMIT_BURST
 
 

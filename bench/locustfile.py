@@ -6,8 +6,8 @@
   step's rate exactly (users = rate / ~2 req/s each, pace = users / rate): 80% searches
   on ``default`` (queries drawn Zipf from a 1,000-query pool), 17% embed batches of 1-16
   texts (Zipf from a 1,000-text pool), 3% ingests of 1-4 documents into ``loadtest``.
-- ``Abuser``: one key that sends ``ABUSER_BURST`` searches back to back at the start of
-  each step, over its token bucket, so 429s are exercised (counted apart).
+- ``Abuser``: one key that sends ``ABUSER_BURST`` searches at once at the start of each
+  step, over its token bucket, so 429s are exercised (counted apart).
 - ``Steps``: a warm-up, then fixed offered rates stepping up; after each step it reads
   /metrics and the CPU counters, and stops after the first saturated step.
 
@@ -112,10 +112,12 @@ class Client(FastHttpUser):
 
 
 class Abuser(FastHttpUser):
-    """A key that bursts over its limit once a step; its 429s are expected."""
+    """A key that bursts over its limit once a step, all requests at once (sent one after
+    the other, a slow server would pace them under the limit); its 429s are expected."""
 
     fixed_count = 1
     network_timeout = 60.0
+    concurrency = loadmix.ABUSER_BURST  # connections in its pool
 
     def wait_time(self) -> float:
         return 0.2
@@ -128,12 +130,14 @@ class Abuser(FastHttpUser):
         if STATE["phase"] == self.phase or not ABUSER_KEY:
             return
         self.phase = STATE["phase"]
-        for i in range(loadmix.ABUSER_BURST):
-            body = {"query": QUERIES[i % 10], "k": 10, "collection": "default"}
-            with self.client.post("/v1/search", json=body, headers={"x-api-key": ABUSER_KEY}, name="abuser",
-                                  catch_response=True, context={"kind": "abuser"}) as response:
-                if response.status_code in (200, 429):
-                    response.success()
+        gevent.joinall([gevent.spawn(self._search, i) for i in range(loadmix.ABUSER_BURST)])
+
+    def _search(self, i: int) -> None:
+        body = {"query": QUERIES[i % 10], "k": 10, "collection": "default"}
+        with self.client.post("/v1/search", json=body, headers={"x-api-key": ABUSER_KEY}, name="abuser",
+                              catch_response=True, context={"kind": "abuser"}) as response:
+            if response.status_code in (200, 429):
+                response.success()
 
 
 def _metrics(host: str) -> dict[str, float]:
