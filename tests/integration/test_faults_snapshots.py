@@ -110,7 +110,42 @@ def test_a_bad_next_version_on_s3_is_refused_and_the_writer_publishes_past_it(
         assert info["index_version"] == 3
         assert live_document_ids(store, COLLECTION, tmp_path / "check") == accepted
         assert wait_for_health(server, "healthy")["checks"]["collections"] == "ok"
-        assert '"message":"live version unreadable' in server.read_log()
+        # The writer rebuilds the index from the documents and vectors, so only a version
+        # whose data is damaged is skipped; an altered index alone is built upon.
+        skipped = '"message":"live version unreadable' in server.read_log()
+        assert skipped == (damage != "index altered")
+    finally:
+        server.stop()
+
+
+def test_a_live_version_whose_index_is_altered_keeps_its_documents_in_the_next_one(
+        tmp_path, moto_server, s3_client, s3_bucket):
+    server = serve_on_s3(tmp_path / "data", moto_server, s3_bucket)
+    store = S3SnapshotStore(s3_bucket, PREFIX, client=s3_client)
+    try:
+        accepted = ingest(server, documents("first", 4))
+        server.wait_for_documents(COLLECTION, 4)
+        accepted |= ingest(server, documents("second", 3))  # these exist in v2 only
+        server.wait_for_documents(COLLECTION, 7)
+
+        # GIVEN the live v2's index file is altered in the bucket, and a fresh instance reads it
+        data = bytearray(s3_client.get_object(Bucket=s3_bucket, Key=key(2, "index.usearch"))["Body"].read())
+        data[len(data) // 2] ^= 0xFF
+        s3_client.put_object(Bucket=s3_bucket, Key=key(2, "index.usearch"), Body=bytes(data))
+    finally:
+        server.stop()
+    server = serve_on_s3(tmp_path / "fresh", moto_server, s3_bucket)
+    try:
+        # THEN readers refuse v2 and fall back to v1
+        health = wait_for_health(server, "degraded")
+        assert "v2 refused (snapshot_corrupt)" in health["checks"]["collections"], health
+
+        # WHEN more documents are accepted, THEN v3 holds v2's documents too: nothing lost
+        accepted |= ingest(server, documents("third", 2))
+        info = server.wait_for_documents(COLLECTION, 9, timeout=60)
+        assert info["index_version"] == 3
+        assert live_document_ids(store, COLLECTION, tmp_path / "check") == accepted
+        assert wait_for_health(server, "healthy")["checks"]["collections"] == "ok"
     finally:
         server.stop()
 

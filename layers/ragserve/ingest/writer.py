@@ -33,7 +33,7 @@ from ragserve.ingest.jobs import IngestJob
 from ragserve.model.encoder import Encoder
 from ragserve.settings import IndexSettings
 from ragserve.snapshots.errors import SnapshotCorrupt, SnapshotMismatch, SnapshotMissing
-from ragserve.snapshots.format import SnapshotMeta, read_manifest, write_manifest
+from ragserve.snapshots.format import DATA_FILES, SnapshotMeta, read_manifest, write_manifest
 from ragserve.snapshots.store import SnapshotStore
 
 
@@ -102,12 +102,12 @@ class CollectionWriter:
     def _fetch_readable(self, collection: str, version: int) -> Path:
         """The verified snapshot of ``version``, else of the newest older version that verifies."""
         try:
-            return self.store.fetch(collection, version, self.scratch_dir / "live")
+            return self.store.fetch(collection, version, self.scratch_dir / "live", files=DATA_FILES)
         except (SnapshotCorrupt, SnapshotMissing, SnapshotMismatch) as exc:
             unreadable = exc
         for older in sorted((v for v in self.store.versions(collection) if v < version), reverse=True):
             try:
-                directory = self.store.fetch(collection, older, self.scratch_dir / "live")
+                directory = self.store.fetch(collection, older, self.scratch_dir / "live", files=DATA_FILES)
             except (SnapshotCorrupt, SnapshotMissing, SnapshotMismatch):
                 continue
             if self._log:

@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ from ragserve.model.manifest import sha256_file
 from ragserve.snapshots.errors import SnapshotCorrupt, SnapshotMismatch, SnapshotMissing
 
 SNAPSHOT_FILES = ("index.usearch", "vectors.f16.npy", "docs.jsonl")
+# What a collection holds; the index is derived from it (the writer rebuilds it every version).
+DATA_FILES = ("vectors.f16.npy", "docs.jsonl")
 MANIFEST = "manifest.json"
 FORMAT = 1
 DTYPES = ("f16", "i8", "b1")
@@ -161,8 +164,9 @@ def read_manifest(directory: Path) -> SnapshotMeta:
     return SnapshotMeta.from_json(text)
 
 
-def verify_snapshot(directory: Path, *, collection: str | None = None, version: int | None = None) -> SnapshotMeta:
-    """Check every file of the snapshot against its manifest (size, then sha256).
+def verify_snapshot(directory: Path, *, collection: str | None = None, version: int | None = None,
+                    files: Sequence[str] = SNAPSHOT_FILES) -> SnapshotMeta:
+    """Check ``files`` (default: every file) of the snapshot against its manifest (size, then sha256).
 
     Raises ``SnapshotMissing`` (no manifest, a file missing), ``SnapshotCorrupt`` (a
     file altered, the manifest malformed) or, when ``collection``/``version`` are
@@ -178,7 +182,7 @@ def verify_snapshot(directory: Path, *, collection: str | None = None, version: 
             f"snapshot {directory} is {meta.collection!r} v{meta.version}, "
             f"expected {collection or meta.collection!r} v{version or meta.version}"
         )
-    for name in SNAPSHOT_FILES:
+    for name in files:
         path = directory / name
         try:
             size = path.stat().st_size

@@ -13,7 +13,7 @@ import errno
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,7 +102,8 @@ class LocalSnapshotStore(SnapshotStore):
                 atomic_write_text(cdir / POINTER, f"{version}\n")
         return meta
 
-    def fetch(self, collection: str, version: int, dest_dir: Path | None = None) -> Path:
+    def fetch(self, collection: str, version: int, dest_dir: Path | None = None, *,
+              files: Sequence[str] = SNAPSHOT_FILES) -> Path:
         """The version directory itself, verified (``dest_dir`` is not used: nothing to copy)."""
         validate_version(version)
         path = self._collection_dir(collection) / version_dir(version)
@@ -110,7 +111,7 @@ class LocalSnapshotStore(SnapshotStore):
             if not self.versions(collection) and self.current(collection) is None:
                 raise CollectionNotFound(f"collection {collection!r} not found in {self.root}")
             raise SnapshotMissing(f"{collection!r} v{version} is not in {self.root}")
-        verify_snapshot(path, collection=collection, version=version)
+        verify_snapshot(path, collection=collection, version=version, files=files)
         return path
 
     def collections(self) -> list[str]:

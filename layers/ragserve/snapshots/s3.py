@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -195,13 +196,14 @@ class S3SnapshotStore(SnapshotStore):
 
     # -- read --------------------------------------------------------------------------
 
-    def fetch(self, collection: str, version: int, dest_dir: Path) -> Path:
+    def fetch(self, collection: str, version: int, dest_dir: Path, *,
+              files: Sequence[str] = SNAPSHOT_FILES) -> Path:
         """Download into ``dest_dir/{c}/v{N}/`` (reused if it is already there and verifies)."""
         base = self._version_key(collection, version)
         target = Path(dest_dir) / collection / version_dir(version)
         if target.is_dir():
             try:
-                return _verified(target, collection, version)
+                return _verified(target, collection, version, files)
             except (SnapshotMissing, SnapshotCorrupt, SnapshotMismatch):
                 remove_dir(target)  # a bad local copy: download again
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +217,7 @@ class S3SnapshotStore(SnapshotStore):
                     raise
                 raise self._missing(collection, version, f"has no {MANIFEST} (never finished or pruned)") from None
             (staging.path / MANIFEST).write_bytes(manifest)
-            for name in SNAPSHOT_FILES:
+            for name in files:
                 try:
                     self.client.download_file(self.bucket, base + name, str(staging.path / name),
                                               Config=s3_transfer_config())
@@ -223,7 +225,7 @@ class S3SnapshotStore(SnapshotStore):
                     if _code(exc) not in NOT_FOUND_CODES:
                         raise
                     raise SnapshotMissing(f"s3://{self.bucket}/{base} is missing {name}") from None
-            verify_snapshot(staging.path, collection=collection, version=version)
+            verify_snapshot(staging.path, collection=collection, version=version, files=files)
             fsync_path(staging.path)
             staging.seal()
             try:
@@ -232,7 +234,7 @@ class S3SnapshotStore(SnapshotStore):
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 shutil.rmtree(staging.path, ignore_errors=True)
-                return _verified(target, collection, version)
+                return _verified(target, collection, version, files)
             fsync_path(target.parent)
         return target
 
@@ -272,6 +274,6 @@ class S3SnapshotStore(SnapshotStore):
         return doomed
 
 
-def _verified(path: Path, collection: str, version: int) -> Path:
-    verify_snapshot(path, collection=collection, version=version)
+def _verified(path: Path, collection: str, version: int, files: Sequence[str]) -> Path:
+    verify_snapshot(path, collection=collection, version=version, files=files)
     return path

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 from ragserve.snapshots.errors import CollectionNotFound, PointerConflict, SnapshotCorrupt, VersionExists
-from ragserve.snapshots.format import SnapshotMeta, validate_collection, validate_version, verify_snapshot
+from ragserve.snapshots.format import (
+    SNAPSHOT_FILES,
+    SnapshotMeta,
+    validate_collection,
+    validate_version,
+    verify_snapshot,
+)
 
 POINTER = "CURRENT"
 VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
@@ -56,8 +63,13 @@ class SnapshotStore(ABC):
         or is not newer than ``CURRENT`` raises ``VersionExists``."""
 
     @abstractmethod
-    def fetch(self, collection: str, version: int, dest_dir: Path) -> Path:
+    def fetch(self, collection: str, version: int, dest_dir: Path, *,
+              files: Sequence[str] = SNAPSHOT_FILES) -> Path:
         """A local directory holding the verified snapshot (``verify_snapshot``).
+
+        ``files`` limits what is fetched and verified (the manifest always is): the
+        writer asks for ``DATA_FILES`` only, as it rebuilds the index from them, so a
+        damaged index never keeps it from building on the documents of that version.
 
         Raises ``CollectionNotFound`` if the collection has nothing stored,
         ``SnapshotMissing`` if the version is absent or unfinished, ``SnapshotCorrupt``
