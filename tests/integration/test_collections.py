@@ -146,16 +146,55 @@ def test_a_corrupted_version_is_refused_and_the_old_one_stays_live(writer, regis
     writer.apply("docs", [job("docs", upserts=corpus(30))])
     assert registry.get("docs").version == 1
     writer.apply("docs", [job("docs", upserts=[Document("new", "a new document about tennis")])])
-    index_file = tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch"
-    data = bytearray(index_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    index_file.write_bytes(bytes(data))
+    flip_a_byte(tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch")
 
     live = registry.get("docs")
     assert live.version == 1  # v2 refused
     check = registry.health()
     assert check.status == "degraded" and "v2" in check.detail and "serving v1" in check.detail
     assert search(registry, encoder, "docs", "tennis", k=3).index_version == 1
+
+
+def flip_a_byte(path) -> bytes:
+    """Alter ``path`` in place; returns the original bytes, to put back."""
+    original = path.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return original
+
+
+def test_a_cold_instance_serves_the_newest_older_version_when_the_live_one_is_corrupt(
+        writer, store, encoder, tmp_path):
+    writer.apply("docs", [job("docs", upserts=corpus(30))])
+    writer.apply("docs", [job("docs", upserts=[Document("new", "a new document about tennis")])])
+    flip_a_byte(tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch")
+
+    # a new instance (nothing live yet) serves v1, degraded, instead of answering 503
+    cold = CollectionRegistry(store, tmp_path / "cold", recheck_seconds=0, model_id=encoder.model_id,
+                              dimensions=encoder.dimensions)
+    assert cold.get("docs").version == 1
+    check = cold.health()
+    assert check.status == "degraded" and "v2 refused (snapshot_corrupt), serving v1" in check.detail
+
+
+def test_a_refused_version_is_tried_again_after_the_back_off_and_heals(writer, store, encoder, tmp_path):
+    now = [0.0]
+    registry = CollectionRegistry(store, tmp_path / "cache", recheck_seconds=0, model_id=encoder.model_id,
+                                  dimensions=encoder.dimensions, clock=lambda: now[0], retry_refused_seconds=60)
+    writer.apply("docs", [job("docs", upserts=corpus(30))])
+    assert registry.get("docs").version == 1
+    writer.apply("docs", [job("docs", upserts=[Document("new", "a new document about tennis")])])
+    index_file = tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch"
+    original = flip_a_byte(index_file)
+    assert registry.get("docs").version == 1  # v2 refused
+
+    index_file.write_bytes(original)  # the store is repaired
+    now[0] = 59.0
+    assert registry.get("docs").version == 1  # still inside the back-off: not fetched again
+    now[0] = 60.0
+    assert registry.get("docs").version == 2  # tried again: it verifies now, and is swapped in
+    assert registry.health().status == "healthy"
 
 
 def test_in_flight_searches_keep_their_version_across_a_swap(writer, registry, encoder):

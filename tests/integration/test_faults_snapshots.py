@@ -136,9 +136,11 @@ def test_a_live_version_whose_index_is_altered_keeps_its_documents_in_the_next_o
         server.stop()
     server = serve_on_s3(tmp_path / "fresh", moto_server, s3_bucket)
     try:
-        # THEN readers refuse v2 and fall back to v1
+        # THEN readers refuse v2 and serve v1, which verifies
         health = wait_for_health(server, "degraded")
-        assert "v2 refused (snapshot_corrupt)" in health["checks"]["collections"], health
+        assert "v2 refused (snapshot_corrupt), serving v1" in health["checks"]["collections"], health
+        status, page = server.request("POST", "/v1/search", {"query": "notes", "collection": COLLECTION})
+        assert status == 200 and page["index_version"] == 1
 
         # WHEN more documents are accepted, THEN v3 holds v2's documents too: nothing lost
         accepted |= ingest(server, documents("third", 2))

@@ -5,6 +5,13 @@ pointer re-checked at most every ``recheck_seconds``. A new version is fetched,
 verified and opened *before* it replaces the old one, so in-flight searches keep the
 version they started with, and a version that fails verification is refused: the old
 one stays live and the collection reports degraded until a good version appears.
+
+A refused version is tried again: after a failure that may pass (a network error, a
+throttled request) at the next re-check, after a bad file (corrupt, missing, built by
+another model) once ``retry_refused_seconds`` have gone by, so a repaired store heals
+without a restart. An instance that has nothing live yet (a cold start) falls back to
+the newest older version that verifies, so a new instance serves what the warm ones
+kept serving (degraded) rather than a 503.
 """
 
 from __future__ import annotations
@@ -18,25 +25,47 @@ from pathlib import Path
 from ragserve.errors import NotReady
 from ragserve.health import Check
 from ragserve.search.collection import LoadedCollection
-from ragserve.snapshots.errors import CollectionNotFound
+from ragserve.snapshots.errors import CollectionNotFound, SnapshotCorrupt, SnapshotMismatch, SnapshotMissing
 from ragserve.snapshots.store import SnapshotStore
+
+
+class ModelMismatch(ValueError):
+    """A snapshot embedded by another model (or another dimension) than this function's."""
+
+    code = "model_mismatch"
+
+
+# Failures that trying again cannot fix until someone repairs the store.
+_LASTING = (SnapshotCorrupt, SnapshotMissing, SnapshotMismatch, ModelMismatch)
+FALLBACK_VERSIONS = 3  # older versions a cold instance tries before giving up
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    reason: str  # short: the error's code
+    retry_at: float  # clock time from which the version is tried again
 
 
 @dataclass(slots=True)
 class _Entry:
     live: LoadedCollection | None = None
     checked_at: float = float("-inf")
-    refused: dict[int, str] = field(default_factory=dict)  # version -> short reason
+    refused: dict[int, _Refusal] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def due(self, version: int, now: float) -> bool:
+        refusal = self.refused.get(version)
+        return refusal is None or now >= refusal.retry_at
 
 
 class CollectionRegistry:
     def __init__(self, store: SnapshotStore, cache_dir: Path, *, recheck_seconds: float, model_id: str,
                  dimensions: int, on_swap: Callable[[LoadedCollection, float], None] | None = None,
-                 log=None, clock: Callable[[], float] = time.monotonic) -> None:
+                 log=None, clock: Callable[[], float] = time.monotonic, retry_refused_seconds: float = 60.0) -> None:
         self.store = store
         self.cache_dir = cache_dir
         self.recheck_seconds = recheck_seconds
+        self.retry_refused_seconds = retry_refused_seconds
         self.model_id = model_id
         self.dimensions = dimensions
         self._on_swap = on_swap
@@ -63,28 +92,25 @@ class CollectionRegistry:
                 entry.lock.release()
         if entry.live is None:
             if entry.refused:
-                version, reason = max(entry.refused.items())
-                raise NotReady(f"collection {name!r} has no usable version: v{version} refused ({reason})",
+                version, refusal = max(entry.refused.items())
+                raise NotReady(f"collection {name!r} has no usable version: v{version} refused ({refusal.reason})",
                                code="collection_unavailable")
             raise CollectionNotFound(f"collection {name!r} does not exist")
         return entry.live
 
     def _refresh(self, name: str, entry: _Entry) -> None:
-        entry.checked_at = self._clock()
+        now = entry.checked_at = self._clock()
         current = self.store.current(name)
-        if current is None or (entry.live is not None and entry.live.version == current) or current in entry.refused:
+        if current is None or (entry.live is not None and entry.live.version == current):
             return
         started = time.perf_counter()
-        try:
-            directory = self.store.fetch(name, current, self.cache_dir)
-            loaded = LoadedCollection.open(directory)
-            self._check_model(loaded)
-        except Exception as exc:  # noqa: BLE001 - a bad version must never take down a good one
-            reason = getattr(exc, "code", type(exc).__name__)
-            entry.refused[current] = reason
-            if self._log:
-                self._log.error("snapshot refused", extra={"collection": name, "version": current,
-                                                          "reason": str(exc), "code": reason})
+        loaded = self._open(name, current, entry, now) if entry.due(current, now) else None
+        if loaded is None and entry.live is None:  # cold: serve the newest older version that verifies
+            older = sorted((v for v in self.store.versions(name) if v < current), reverse=True)
+            for version in older[:FALLBACK_VERSIONS]:
+                if entry.due(version, now) and (loaded := self._open(name, version, entry, now)) is not None:
+                    break
+        if loaded is None:
             return
         previous, entry.live = entry.live, loaded
         load_ms = (time.perf_counter() - started) * 1000.0
@@ -95,10 +121,27 @@ class CollectionRegistry:
         if self._on_swap:
             self._on_swap(loaded, load_ms)
 
+    def _open(self, name: str, version: int, entry: _Entry, now: float) -> LoadedCollection | None:
+        """``version`` fetched, verified and opened; None (and the version refused) if it can't be."""
+        try:
+            directory = self.store.fetch(name, version, self.cache_dir)
+            loaded = LoadedCollection.open(directory)
+            self._check_model(loaded)
+        except Exception as exc:  # noqa: BLE001 - a bad version must never take down a good one
+            reason = getattr(exc, "code", type(exc).__name__)
+            lasting = isinstance(exc, _LASTING)
+            entry.refused[version] = _Refusal(reason, now + (self.retry_refused_seconds if lasting else 0.0))
+            if self._log:
+                self._log.error("snapshot refused", extra={"collection": name, "version": version,
+                                                          "reason": str(exc), "code": reason, "retry": not lasting})
+            return None
+        entry.refused.pop(version, None)
+        return loaded
+
     def _check_model(self, loaded: LoadedCollection) -> None:
         if loaded.meta.model_id != self.model_id or loaded.meta.dimensions != self.dimensions:
-            raise ValueError(f"snapshot built with {loaded.meta.model_id} ({loaded.meta.dimensions} dims); "
-                             f"this function serves {self.model_id} ({self.dimensions} dims)")
+            raise ModelMismatch(f"snapshot built with {loaded.meta.model_id} ({loaded.meta.dimensions} dims); "
+                                f"this function serves {self.model_id} ({self.dimensions} dims)")
 
     def loaded(self) -> dict[str, LoadedCollection]:
         with self._entries_lock:
@@ -111,7 +154,7 @@ class CollectionRegistry:
         for name, entry in sorted(entries.items()):
             newer = [v for v in entry.refused if entry.live is None or v > entry.live.version]
             if newer:
-                problems.append(f"{name}: v{max(newer)} refused ({entry.refused[max(newer)]})"
+                problems.append(f"{name}: v{max(newer)} refused ({entry.refused[max(newer)].reason})"
                                 + (f", serving v{entry.live.version}" if entry.live else ""))
         if not problems:
             return Check("healthy")
