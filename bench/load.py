@@ -347,6 +347,13 @@ def main(argv=None) -> int:
            "Redis / DynamoDB tiers."
            if hundred else ""),
         "",
+        (f"What the ceiling is made of: at the {good['offered']:g} req/s step {fmt_share(good['query_hit'])} of "
+         "searches were query-cache hits (the Zipf draws come from a pool of 1,000 queries, so the hit rate climbs "
+         "as the run goes on), so the local ceiling is mostly that of cached answers through one Python process; "
+         "a mix of mostly new queries would saturate sooner, at about one embedded query per 3-5 ms of a core "
+         "(see the Caches and Search sections for the uncached handler time)."
+         if good else ""),
+        "",
         f"After the run the `loadtest` collection held {loadtest.get('documents', '?')} documents at version "
         f"{loadtest.get('index_version', '?')}; `default` stayed at version {default.get('index_version', '?')}. "
         f"Run time {wall:.0f} s; other processes used {fmt_share(getattr(run_locust, 'foreign', math.nan))} of the "
