@@ -356,3 +356,10 @@ def test_server_survives_a_client_that_disconnects_mid_body(server):
     time.sleep(0.1)
     assert request(server, "GET", "/health")[0] == 200
     assert threading.active_count() < 200
+
+
+def test_path_parameters_reach_the_function_decoded_as_api_gateway_sends_them(server):
+    status, _, data = request(server, "DELETE", "/v1/collections/no%20such%2Bthing/documents/d1", key=WRITE_KEY)
+    assert status == 400, data
+    message = json.loads(data)["error"]["message"]
+    assert "no such+thing" in message and "%20" not in message

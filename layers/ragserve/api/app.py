@@ -3,10 +3,12 @@ JSON error shape, no stack trace ever returned, and request metrics around each 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+from urllib.parse import unquote
 
 import orjson
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -83,7 +85,8 @@ class ThreadSafeRestResolver(APIGatewayRestResolver):
     Lambda, one event at a time per environment, but not in `ragserve serve`, where every
     function runs in one process and requests are resolved on many threads at once: a
     route could read another request's event (concurrent writes were queued under another
-    request's job id and then dropped as its duplicates)."""
+    request's job id and then dropped as its duplicates). Routes also get their path
+    parameters decoded, as API Gateway's ``pathParameters`` are."""
 
     current_event = _per_thread("current_event")
     lambda_context = _per_thread("lambda_context")
@@ -98,6 +101,11 @@ class ThreadSafeRestResolver(APIGatewayRestResolver):
         self.current_event = self._to_proxy_event(event)
         self.lambda_context = context
         return super().resolve(event, context)
+
+    def _convert_matches_into_route_keys(self, match: re.Match) -> dict[str, str]:
+        # Powertools matches routes on ``event.path``, which API Gateway (REST) passes as
+        # sent, percent-encoded; the routes get the decoded values, like ``pathParameters``.
+        return {name: unquote(value) for name, value in match.groupdict().items()}
 
 
 def create_app(telemetry: Telemetry) -> APIGatewayRestResolver:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import orjson
 
@@ -118,7 +119,9 @@ class Gateway:
             if path_exists(path, self.routes):
                 return _json_error(405, "method_not_allowed", f"{method} is not allowed on {path}", request_id)
             return _json_error(404, "not_found", f"no route for {method} {path}", request_id)
-        route, path_params = found
+        route, raw_params = found
+        # API Gateway (REST) hands the function decoded path parameters and the path as sent.
+        path_params = {name: unquote(value) for name, value in raw_params.items()}
         if len(body) > API_GATEWAY_MAX_BODY:
             return _json_error(413, "body_too_large", f"request body is over {API_GATEWAY_MAX_BODY} bytes",
                                request_id)
