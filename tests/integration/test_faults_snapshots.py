@@ -15,8 +15,8 @@ Where each fault of issue 6 is tested (all in tests/integration/ unless noted):
   test_a_snapshot_with_a_wrong_sha256_is_refused_and_the_writer_publishes_past_it (local, over HTTP),
   test_collections.py::test_a_corrupted_version_is_refused_and_the_old_one_stays_live,
   test_snapshot_stores.py (both stores: byte flipped, unfinished and missing versions).
-- Model file missing or altered: test_embed_handler.py::test_broken_model_still_imports_and_answers_503,
-  tests/unit/test_manifest.py.
+- Model file missing or altered: test_faults_model.py (over HTTP: unhealthy, 503, accepted writes land once
+  repaired), test_embed_handler.py::test_broken_model_still_imports_and_answers_503, tests/unit/test_manifest.py.
 - Writer SIGKILLed mid-build: test_serve_collections.py::test_a_writer_killed_mid_build_loses_nothing.
 - A burst above the rate limit: test_faults_rate_limit.py (over HTTP, reads and writes),
   test_local_server.py::test_token_bucket_answers_429_with_retry_after.

@@ -34,7 +34,8 @@ def free_port() -> int:
 class Server:
     """A `ragserve serve` subprocess with its own data directory."""
 
-    def __init__(self, data_dir: Path, *, demo: bool, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *, demo: bool, extra_env: dict[str, str] | None = None,
+                 ready_status: int = 200) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         env = {**os.environ, "RAGSERVE_DATA_DIR": str(data_dir), "RAGSERVE_API_KEYS": f"{WRITE_KEY}:write,"
@@ -48,18 +49,19 @@ class Server:
         self._reader = threading.Thread(target=lambda: self.log.extend(iter(self.proc.stderr.readline, "")),
                                         daemon=True)
         self._reader.start()
-        self._wait_healthy()
+        self._wait_ready(ready_status)
 
-    def _wait_healthy(self, timeout: float = 120.0) -> None:
+    def _wait_ready(self, status: int, timeout: float = 120.0) -> None:
+        """Until /health answers ``status`` (200, or 503 for a server meant to be unhealthy)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.read_log()[-3000:]
             try:
-                if self.request("GET", "/health")[0] == 200:
+                if self.request("GET", "/health")[0] == status:
                     return
             except OSError:
                 time.sleep(0.2)
-        raise AssertionError("server did not become healthy")
+        raise AssertionError(f"server's /health did not answer {status}")
 
     def request(self, method, path, body=None, key=READ_KEY, headers=None):
         """(status, body): the body parsed when it is JSON."""

@@ -41,6 +41,9 @@ class InitResult(Generic[T]):
         except ModelArtifactError as exc:
             self.error = f"{exc.summary} (see the function's log)"
             telemetry.logger.error(f"{what} failed to load", extra={"error": exc.message, "code": exc.code})
+        except NotReady as exc:  # something it needs failed first, and was logged then: no traceback
+            self.error = exc.message.removeprefix("service not ready: ")
+            telemetry.logger.error(f"{what} failed to load", extra={"error": exc.message, "code": exc.code})
         except Exception as exc:
             self.error = f"{what} failed to load: {type(exc).__name__} (see the function's log)"
             telemetry.logger.exception(f"{what} failed to load")
