@@ -909,9 +909,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     image = image_layers()
     results = Results(cfg, info, load_before, load_average(), tgts, runs, foreign, profiles, collections, image,
                       time.perf_counter() - started, output)
-    saved = Path(tempfile.gettempdir()) / "bench-coldstart-results.pickle"  # to re-render without re-running
-    saved.write_bytes(pickle.dumps(results))
-    log.info("raw results in %s", saved)
+    if output is not None:  # kept to re-render (--rerender) without re-running; --quick writes nothing
+        saved = Path(tempfile.gettempdir()) / "bench-coldstart-results.pickle"
+        saved.write_bytes(pickle.dumps(results))
+        log.info("raw results in %s", saved)
     return publish(results)
 
 
