@@ -11,6 +11,9 @@ import orjson
 
 Scalar = str | int | float | bool | None
 MAX_ID_CHARS = 256
+# An id: no control character (C0, DEL, C1) and not whitespace alone (JSON Schema form,
+# for the OpenAPI document; `ragserve.ingest.service.check_document_id` enforces it).
+ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 MAX_METADATA_BYTES = 8192
 
 

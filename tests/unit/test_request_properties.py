@@ -82,8 +82,9 @@ metadata = st.dictionaries(st.text(max_size=8), scalar, max_size=3)
 json_values = st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
     st.text(max_size=5), inner, max_size=3), max_leaves=8)
 collection_names = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)
-document = st.fixed_dictionaries({"id": st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FFF),
-                                                min_size=1, max_size=20), "text": text},
+doc_id = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FFF, exclude_categories=("Cc", "Cs")),
+                 min_size=1, max_size=20).filter(str.strip)
+document = st.fixed_dictionaries({"id": doc_id, "text": text},
                                  optional={"metadata": metadata})
 documents = st.lists(document, min_size=1, max_size=MAX_DOCUMENTS, unique_by=lambda d: d["id"])
 
@@ -217,7 +218,8 @@ def test_document_limits_are_413_and_bad_documents_400(docs, extra, empty, long_
     assert refused(read_documents, {"documents": [{**first, "text": empty}]}) == (400, "empty_text")
     assert refused(read_documents, {"documents": [{**first, "text": long_text}]}) == (413, "text_too_long")
     assert refused(read_documents, {"documents": [first, first]}) == (400, "duplicate_id")
-    assert refused(read_documents, {"documents": [{**first, "id": " "}]}) == (400, "invalid_document_id")
+    for bad_id in (" ", "\u2003\x85", "a\x00b", "tab\there", "del\x7f", "nel\x85"):
+        assert refused(read_documents, {"documents": [{**first, "id": bad_id}]}) == (400, "invalid_document_id")
 
 
 # ------------------------------------------------------------------ anything at all

@@ -27,7 +27,7 @@ from ragserve.api.responses import (
     OpenAIEmbeddingsResponse,
     SearchResponse,
 )
-from ragserve.documents import MAX_ID_CHARS, MAX_METADATA_BYTES
+from ragserve.documents import ID_PATTERN, MAX_ID_CHARS, MAX_METADATA_BYTES
 from ragserve.observability.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from ragserve.routes import ROUTES, Route
 from ragserve.settings import IngestSettings, Limits, SearchLimits
@@ -96,7 +96,7 @@ def _path_parameter_schemas() -> dict[str, dict[str, Any]]:
               "description": "collection: 1-63 lower-case letters, digits, '-' or '_', starting with a letter "
                              "or digit"},
         "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
-               "pattern": r"^[^\x00-\x1f]*[^\s\x00-\x1f][^\x00-\x1f]*$",
+               "pattern": ID_PATTERN,
                "description": "document id: printable, not only whitespace"},
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,7 +24,9 @@ class Accepted:
 
 
 def check_document_id(doc_id: str) -> str:
-    if not doc_id or not doc_id.strip() or len(doc_id) > MAX_ID_CHARS or any(ord(c) < 32 for c in doc_id):
+    # control characters (C0, DEL, C1) are never part of an id; nor is whitespace alone
+    if not doc_id or not doc_id.strip() or len(doc_id) > MAX_ID_CHARS or any(
+            unicodedata.category(c) == "Cc" for c in doc_id):
         raise InvalidInput(f"document ids are 1-{MAX_ID_CHARS} printable characters", code="invalid_document_id")
     return doc_id
 
