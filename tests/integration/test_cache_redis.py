@@ -114,13 +114,11 @@ def test_redis_killed_mid_run_degrades_to_misses_then_recovers(disposable_redis)
     assert errors("error") == before + 3
     assert cache.guard.breaker.state == "open"
     assert cache.health().status == "degraded"
-    # AND while open, each call costs next to nothing (generous bound: < 20 ms)
-    slowest = 0.0
+    # AND while open, calls are skipped without reaching Redis
+    skipped = errors("circuit_open")
     for _ in range(50):
-        started = time.perf_counter()
         assert cache.get("k") is None
-        slowest = max(slowest, time.perf_counter() - started)
-    assert slowest < 0.02
+    assert errors("circuit_open") == skipped + 50 and errors("error") == before + 3
     # WHEN the server is back on the same port and reset_seconds have passed
     disposable_redis.start()
     clock.now += 10
@@ -140,17 +138,14 @@ def test_a_hung_redis_costs_at_most_the_timeout_then_nothing(disposable_redis):
     assert cache.get("k") == BODY
     disposable_redis.pause()  # accepts nothing, answers nothing
     try:
-        timings = []
+        before = {kind: errors(kind) for kind in ("error", "timeout", "circuit_open")}
         for _ in range(6):
-            started = time.perf_counter()
             assert cache.get("k") is None
-            timings.append(time.perf_counter() - started)
-        # the first three wait for the socket timeout (50 ms), bounded by the guard's 100 ms
-        assert max(timings[:3]) < 0.5
-        assert min(timings[:3]) >= 0.04
-        # then the circuit is open: ~0 ms each
+        # the first three are cut by the socket timeout (50 ms) or the guard's deadline (100 ms) ...
+        assert errors("error") + errors("timeout") == before["error"] + before["timeout"] + 3
+        # ... then the circuit is open and the rest never reach the hung server
         assert cache.guard.breaker.state == "open"
-        assert max(timings[3:]) < 0.02
+        assert errors("circuit_open") == before["circuit_open"] + 3
     finally:
         disposable_redis.resume()
     clock.now += 10
