@@ -572,7 +572,8 @@ def render(r: Results) -> str:
              "verify, session, warm-up; from its `model loaded` log line; ingest does not log it, so there it is "
              "the encoder's `init_ms`) and *index load* (`IndexLoadMs`: sha256 verify of the snapshot, "
              "memory-mapped `view`, documents parsed; from its `collection loaded` line); *first invocation* = "
-             "`lambda_handler(event)` on a sample event; *total* = spawn → first answer. Peak RSS: `ru_maxrss`. "
+             "`lambda_handler(event)` on a sample event; *total* = spawn → first answer. "
+             "Peak RSS: the child's `VmHWM` (reset at exec, unlike `ru_maxrss`). "
              "Medians over runs. Peers run the same way, their phases timed by the child: import, model load, "
              "`faiss.read_index`, first encode (+ first query)."),
             "",

@@ -19,7 +19,6 @@ T_START = time.monotonic()  # noqa: E402 - the first thing the interpreter runs 
 import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import sys  # noqa: E402
 
 SPEC = json.loads(sys.argv[1])
@@ -141,10 +140,18 @@ def files_read() -> dict:
     return files
 
 
+def peak_rss_kb() -> int:
+    """Peak resident set of this process image (``VmHWM``), in KiB."""
+    with open("/proc/self/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+
+
 def main() -> None:
     out = run_peer() if SPEC["kind"] == "peer" else run_function()
     out["t_start"] = T_START
-    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child forked from a big
+    # parent would report at least the parent's size; VmHWM belongs to the new image.
+    out["maxrss_kb"] = peak_rss_kb()
     with open("/proc/self/io") as f:
         out["io"] = {k: int(v) for k, v in (line.split(":") for line in f)}
     if SPEC.get("profile"):

