@@ -226,6 +226,20 @@ def test_searches_keep_answering_200_while_ingests_and_deletes_run(server):
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
 
+def wait_for_build(server: Server, collection: str, documents: int, timeout: float = 60.0) -> int:
+    """The version number of the first build of ``collection`` that holds ``documents``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in server.read_log().splitlines():
+            if '"message":"building version"' in line:
+                record = json.loads(line)
+                if record["collection"] == collection and record["kept"] + record["upserts"] == documents:
+                    return record["version"]
+        assert time.monotonic() < deadline, f"no build of {documents} documents logged"
+        assert server.proc.poll() is None, server.read_log()[-3000:]
+        time.sleep(0.02)
+
+
 def test_a_writer_killed_mid_build_loses_nothing(tmp_path):
     server = Server(tmp_path / "data", demo=False)
     store = LocalSnapshotStore(tmp_path / "data")
@@ -238,10 +252,14 @@ def test_a_writer_killed_mid_build_loses_nothing(tmp_path):
                                           {"documents": documents("bulk", 100, start=batch * 100)}, key=WRITE_KEY)
             assert status == 202
             accepted += body["accepted"]
-        server.wait_for_log('"message":"building version"', timeout=60)
+        # the build that holds every accepted document (earlier builds may have published
+        # part of them already): killed while it embeds and indexes
+        final = wait_for_build(server, "big", accepted)
         server.stop(signal.SIGKILL)
         assert server.proc.returncode == -signal.SIGKILL
-        assert store.current("big") == 1  # the old version is still live
+        live = store.current("big")
+        assert live is not None and live < final  # that build never went live
+        store.fetch("big", live, tmp_path / "check")  # and what is live verifies: no half-written version
     finally:
         server.stop()
 
