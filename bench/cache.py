@@ -25,14 +25,9 @@ import time
 from pathlib import Path
 
 import corpus  # bench/ is sys.path[0] when run as a script
-import numpy as np
-from report import check, fmt_ratio, load_average, machine, machine_table, median, write_section
+from report import check, fmt_ratio, load_average, machine, machine_table, median, percentile, write_section
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def percentile(values, q) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def free_port() -> int:

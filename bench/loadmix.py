@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from report import percentile
 
 # The checklist's "100x expected traffic". Expected: one team's RAG application, a few
 # hundred users asking a question now and then, each question = one search (plus an
@@ -107,21 +107,6 @@ class Zipf:
 Record = tuple[float, float, str, str, int, float, bool]
 
 
-def jiffies(pid: int | str) -> int:
-    """utime + stime + cutime + cstime of a process (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15]
-    except OSError:
-        return 0
-    return sum(int(x) for x in fields)
-
-
-def machine_busy_jiffies() -> int:
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return user + nice + system + irq + softirq + steal
-
-
 def parse_cache_counters(text: str) -> dict[str, float]:
     """``{"query/hit": n, "query/miss": n, "embedding/hit": ...}`` from /metrics text."""
     out: dict[str, float] = {}
@@ -137,10 +122,6 @@ def hit_rate(before: dict[str, float], after: dict[str, float], cache: str) -> f
     hits = after.get(f"{cache}/hit", 0) - before.get(f"{cache}/hit", 0)
     misses = after.get(f"{cache}/miss", 0) - before.get(f"{cache}/miss", 0)
     return hits / (hits + misses) if hits + misses > 0 else float("nan")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if len(values) else float("nan")
 
 
 @dataclass(frozen=True)

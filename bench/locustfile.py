@@ -29,6 +29,7 @@ import urllib.request
 import gevent
 import loadmix  # bench/ is on sys.path: locust adds the locustfile's directory
 from locust import FastHttpUser, LoadTestShape, events, task
+from report import machine_busy_jiffies, process_jiffies
 
 log = logging.getLogger("bench.locustfile")
 
@@ -166,8 +167,8 @@ class Steps(LoadTestShape):
             "phase": phase, "name": self.phases[phase][0] if phase < len(self.phases) else "end",
             "offered": self.phases[phase][1] if phase < len(self.phases) else 0.0, "t": now,
             "counters": _metrics(self.runner.environment.host),
-            "server_jiffies": loadmix.jiffies(SERVER_PID), "locust_jiffies": loadmix.jiffies("self"),
-            "harness_jiffies": loadmix.jiffies(HARNESS_PID), "busy_jiffies": loadmix.machine_busy_jiffies(),
+            "server_jiffies": process_jiffies(SERVER_PID), "locust_jiffies": process_jiffies("self"),
+            "harness_jiffies": process_jiffies(HARNESS_PID), "busy_jiffies": machine_busy_jiffies(),
         })
         if len(BOUNDARIES) >= 2 and BOUNDARIES[-2]["phase"] > 0:  # a measured step just ended
             previous = BOUNDARIES[-2]

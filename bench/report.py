@@ -55,6 +55,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def process_jiffies(pid: int | str = "self") -> int:
+    """CPU time of a process and its reaped children (utime + stime + cutime + cstime), in
+    clock ticks; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15]
+    except OSError:
+        return 0
+    return sum(int(x) for x in fields)
+
+
+def machine_busy_jiffies() -> int:
+    """CPU time the whole machine spent busy (steal included), in clock ticks."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
 class ForeignCpu:
     """Share of the machine's CPU time used by other processes while a block runs: the
     noise this benchmark cannot remove (``with ForeignCpu() as m: ...; m.share``).
@@ -67,17 +84,7 @@ class ForeignCpu:
         self._exclude = tuple(exclude_pids)
 
     def _jiffies(self) -> tuple[int, int]:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-        mine = 0
-        for pid in ("self", *map(str, self._exclude)):
-            try:
-                # utime stime cutime cstime
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15]
-            except OSError:
-                continue
-            mine += sum(int(x) for x in stat)
-        return user + nice + system + irq + softirq + steal, mine
+        return machine_busy_jiffies(), sum(process_jiffies(pid) for pid in ("self", *self._exclude))
 
     def __enter__(self) -> Self:
         try:
