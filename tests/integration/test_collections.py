@@ -21,6 +21,7 @@ from ragserve.settings import IndexSettings
 from ragserve.snapshots.errors import CollectionNotFound
 from ragserve.snapshots.local import LocalSnapshotStore
 from ragserve.snapshots.s3 import S3SnapshotStore
+from tests.corruption import flip_byte
 
 TOPICS = ["cloud", "search", "cooking", "sport", "music", "history"]
 SENTENCES = {
@@ -146,7 +147,7 @@ def test_a_corrupted_version_is_refused_and_the_old_one_stays_live(writer, regis
     writer.apply("docs", [job("docs", upserts=corpus(30))])
     assert registry.get("docs").version == 1
     writer.apply("docs", [job("docs", upserts=[Document("new", "a new document about tennis")])])
-    flip_a_byte(tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch")
+    flip_byte(tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch")
 
     live = registry.get("docs")
     assert live.version == 1  # v2 refused
@@ -155,20 +156,11 @@ def test_a_corrupted_version_is_refused_and_the_old_one_stays_live(writer, regis
     assert search(registry, encoder, "docs", "tennis", k=3).index_version == 1
 
 
-def flip_a_byte(path) -> bytes:
-    """Alter ``path`` in place; returns the original bytes, to put back."""
-    original = path.read_bytes()
-    data = bytearray(original)
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    return original
-
-
 def test_a_cold_instance_serves_the_newest_older_version_when_the_live_one_is_corrupt(
         writer, store, encoder, tmp_path):
     writer.apply("docs", [job("docs", upserts=corpus(30))])
     writer.apply("docs", [job("docs", upserts=[Document("new", "a new document about tennis")])])
-    flip_a_byte(tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch")
+    flip_byte(tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch")
 
     # a new instance (nothing live yet) serves v1, degraded, instead of answering 503
     cold = CollectionRegistry(store, tmp_path / "cold", recheck_seconds=0, model_id=encoder.model_id,
@@ -186,7 +178,7 @@ def test_a_refused_version_is_tried_again_after_the_back_off_and_heals(writer, s
     assert registry.get("docs").version == 1
     writer.apply("docs", [job("docs", upserts=[Document("new", "a new document about tennis")])])
     index_file = tmp_path / "data" / "collections" / "docs" / "v2" / "index.usearch"
-    original = flip_a_byte(index_file)
+    original = flip_byte(index_file)
     assert registry.get("docs").version == 1  # v2 refused
 
     index_file.write_bytes(original)  # the store is repaired

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from ragserve.embedding.encodings import from_base64
+from tests.corruption import flipped
 
 MAX_BODY = 1_048_576
 
@@ -374,9 +375,7 @@ def broken_artifacts(artifacts_dir, tmp_path, damage: str):
     shutil.copy2(artifacts_dir / "all-MiniLM-L6-v2" / "tokenizer.json", copy / "all-MiniLM-L6-v2" / "tokenizer.json")
     model = copy / "all-MiniLM-L6-v2" / "model.onnx"
     if damage == "altered":
-        data = bytearray((artifacts_dir / "all-MiniLM-L6-v2" / "model.onnx").read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        model.write_bytes(bytes(data))
+        model.write_bytes(flipped((artifacts_dir / "all-MiniLM-L6-v2" / "model.onnx").read_bytes()))
     return copy, model
 
 

@@ -31,6 +31,7 @@ import pytest
 from test_serve_collections import WRITE_KEY, Server, documents
 
 from ragserve.snapshots.s3 import S3SnapshotStore
+from tests.corruption import flipped
 from tests.integration.conftest import REGION, live_document_ids
 
 PREFIX = "ragserve/"
@@ -64,9 +65,7 @@ def forge_next_version(s3, bucket: str, damage: str) -> None:
             if name == "manifest.json":
                 data = json.dumps({**json.loads(data), "version": 2}).encode()
             elif name == "index.usearch" and damage == "index altered":
-                changed = bytearray(data)
-                changed[len(changed) // 2] ^= 0xFF
-                data = bytes(changed)
+                data = flipped(data)
             elif name == "docs.jsonl" and damage == "docs deleted":
                 continue
             s3.put_object(Bucket=bucket, Key=key(2, name), Body=data)
@@ -129,9 +128,8 @@ def test_a_live_version_whose_index_is_altered_keeps_its_documents_in_the_next_o
         server.wait_for_documents(COLLECTION, 7)
 
         # GIVEN the live v2's index file is altered in the bucket, and a fresh instance reads it
-        data = bytearray(s3_client.get_object(Bucket=s3_bucket, Key=key(2, "index.usearch"))["Body"].read())
-        data[len(data) // 2] ^= 0xFF
-        s3_client.put_object(Bucket=s3_bucket, Key=key(2, "index.usearch"), Body=bytes(data))
+        data = s3_client.get_object(Bucket=s3_bucket, Key=key(2, "index.usearch"))["Body"].read()
+        s3_client.put_object(Bucket=s3_bucket, Key=key(2, "index.usearch"), Body=flipped(data))
     finally:
         server.stop()
     server = serve_on_s3(tmp_path / "fresh", moto_server, s3_bucket)

@@ -20,6 +20,7 @@ import pytest
 
 from ragserve.ingest.queue import LocalJobQueue
 from ragserve.snapshots.local import LocalSnapshotStore
+from tests.corruption import flip_byte
 from tests.integration.conftest import live_document_ids
 
 WRITE_KEY, READ_KEY = "e2e-write", "e2e-read"
@@ -286,9 +287,7 @@ def test_a_snapshot_with_a_wrong_sha256_is_refused_and_the_writer_publishes_past
     manifest["version"] = 2
     (base / "v2" / "manifest.json").write_text(json.dumps(manifest))
     index = base / "v2" / "index.usearch"
-    data = bytearray(index.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    index.write_bytes(bytes(data))
+    flip_byte(index)
     (base / "CURRENT").write_text("2")
 
     deadline = time.monotonic() + 30

@@ -30,6 +30,7 @@ from ragserve.snapshots import (
     verify_snapshot,
     write_manifest,
 )
+from tests.corruption import flip_byte, flipped
 
 COLLECTION = "docs"
 
@@ -45,12 +46,6 @@ def build_snapshot(where: Path, collection: str, version: int, tag: str = "") ->
     write_manifest(directory, collection=collection, version=version, model_id="all-MiniLM-L6-v2",
                    dimensions=384, dtype="f16", count=1, params={"connectivity": 16})
     return directory
-
-
-def flip_byte(data: bytes) -> bytes:
-    changed = bytearray(data)
-    changed[len(changed) // 2] ^= 0xFF
-    return bytes(changed)
 
 
 @dataclass
@@ -69,7 +64,7 @@ def local_backend(tmp_path: Path) -> Backend:
 
     def tamper(collection: str, version: int, name: str) -> None:
         path = root / "collections" / collection / f"v{version}" / name
-        path.write_bytes(flip_byte(path.read_bytes()))
+        flip_byte(path)
 
     def plant_unfinished(collection: str, version: int, source: Path) -> None:
         target = root / "collections" / collection / f"v{version}"
@@ -90,7 +85,7 @@ def s3_backend(tmp_path: Path, client, bucket: str) -> Backend:
 
     def tamper(collection: str, version: int, name: str) -> None:
         data = client.get_object(Bucket=bucket, Key=key(collection, version, name))["Body"].read()
-        client.put_object(Bucket=bucket, Key=key(collection, version, name), Body=flip_byte(data))
+        client.put_object(Bucket=bucket, Key=key(collection, version, name), Body=flipped(data))
 
     def plant_unfinished(collection: str, version: int, source: Path) -> None:
         for name in SNAPSHOT_FILES:
@@ -228,7 +223,7 @@ def test_a_manifest_naming_another_collection_or_version_is_refused(backend, tmp
 
 def test_a_corrupt_source_is_refused_before_anything_is_stored(backend, tmp_path):
     source = build_snapshot(tmp_path, COLLECTION, 1)
-    (source / "index.usearch").write_bytes(flip_byte((source / "index.usearch").read_bytes()))
+    flip_byte(source / "index.usearch")
 
     with pytest.raises(SnapshotCorrupt, match="index.usearch"):
         backend.store.publish(COLLECTION, 1, source, expected_current=None)

@@ -12,6 +12,7 @@ import pytest
 
 from ragserve.errors import ModelArtifactError
 from ragserve.model.manifest import resolve_model, sha256_file
+from tests.corruption import flip_byte
 
 MODEL_ID = "all-MiniLM-L6-v2"
 
@@ -25,13 +26,6 @@ def artifacts_copy(artifacts_dir: Path, tmp_path: Path) -> Path:
     for name in ("tokenizer.json", "model.onnx"):
         shutil.copy2(artifacts_dir / MODEL_ID / name, copy / MODEL_ID / name)
     return copy
-
-
-def flip_byte(path: Path, offset: int | None = None) -> None:
-    data = bytearray(path.read_bytes())
-    at = len(data) // 2 if offset is None else offset
-    data[at] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def test_default_model_resolves_to_the_int8_variant(artifacts_dir):

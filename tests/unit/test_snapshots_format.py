@@ -26,6 +26,7 @@ from ragserve.snapshots import (
     write_manifest,
 )
 from ragserve.snapshots.format import Staging, clean_stale_staging, validate_collection
+from tests.corruption import flip_byte
 
 META = {"model_id": "all-MiniLM-L6-v2", "dimensions": 384, "dtype": "f16", "count": 3,
         "params": {"connectivity": 16, "expansion_search": 64, "metric": "cos"}}
@@ -37,12 +38,6 @@ def make_files(directory: Path, tag: str = "a") -> Path:
     (directory / "vectors.f16.npy").write_bytes(b"\x93NUMPY-fake-" + tag.encode() * 64)
     (directory / "docs.jsonl").write_text(json.dumps({"id": tag, "text": "hello", "metadata": {}}) + "\n")
     return directory
-
-
-def flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def test_write_manifest_hashes_every_file_and_round_trips(tmp_path):
