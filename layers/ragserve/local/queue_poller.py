@@ -9,6 +9,7 @@ import fcntl
 import threading
 from pathlib import Path
 
+from ragserve.errors import RagserveError
 from ragserve.ingest.queue import LocalJobQueue
 from ragserve.local.events import LocalContext, sqs_event
 from ragserve.local.gateway import Handler
@@ -54,6 +55,10 @@ class QueuePoller:
         try:
             result = self.handler(event, LocalContext(function_name="ingest", timeout_s=self.visibility_timeout))
             failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+        except RagserveError as exc:  # a known condition (e.g. the writer not ready), logged once at init
+            log.error("ingest function refused the batch; it will be retried",
+                      extra={"code": exc.code, "reason": exc.message, "messages": len(messages)})
+            failed = {m.message_id for m in messages}
         except Exception:  # a Lambda error: the whole batch goes back to the queue
             log.exception("ingest function raised; batch will be retried")
             failed = {m.message_id for m in messages}
