@@ -11,24 +11,41 @@ BUILD_VENV ?= .venv-model
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 
-.PHONY: help install serve test test-fast redis-server model bench bench-embed bench-search bench-cache bench-coldstart \
+.PHONY: help install serve test test-fast redis-server model model-check bench bench-embed bench-search bench-cache bench-coldstart \
 	bench-load lint openapi clean
 
 help:
-	@echo "make serve   - install (first time) and serve the API on http://$(HOST):$(PORT)"
-	@echo "make test    - install (first time) and run every test"
+	@echo "make serve   - install what serving needs (first time) and serve the API on http://$(HOST):$(PORT)"
+	@echo "make test    - install the rest: dev and infra extras (first time) and run every test"
 	@echo "make model   - rebuild model artifacts from PyPI (torch), incl. the fp32 variant"
 	@echo "make bench   - run the benchmarks and rewrite docs/BENCHMARKS.md"
 	@echo "make openapi - regenerate docs/openapi.json from the routes table and the models"
 
+# Two installs in the one venv. `make serve` needs only what serving uses: the runtime
+# and demo extras ($(BIN)/.installed-serve). Everything else (tests, lint, openapi,
+# bench) needs the full set: runtime, dev, demo and infra ($(BIN)/.installed); after a
+# `make serve` that installs only the rest, and `make serve` after it installs nothing.
+SERVE_EXTRAS := runtime,demo
+ALL_EXTRAS   := runtime,dev,demo,infra
+PIP_INSTALL   = $(BIN)/pip install --quiet --disable-pip-version-check
+
+$(BIN)/.installed-serve: pyproject.toml
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e ".[$(SERVE_EXTRAS)]"
+	touch $@
+
 $(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev,demo,infra]"
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e ".[$(ALL_EXTRAS)]"
 	touch $@
 
 install: $(BIN)/.installed
 
-serve: $(BIN)/.installed
+# The full install is a superset: when there is one, serving keeps it up to date
+# rather than installing beside it.
+SERVE_INSTALLED = $(if $(wildcard $(BIN)/.installed),$(BIN)/.installed,$(BIN)/.installed-serve)
+
+serve: $(SERVE_INSTALLED)
 	$(BIN)/ragserve serve --host $(HOST) --port $(PORT)
 
 test: $(BIN)/.installed redis-server
@@ -51,12 +68,18 @@ $(BUILD_VENV)/bin/.installed: pyproject.toml
 	touch $@
 
 # Rebuilds model.onnx (int8), model_fp32.onnx, tokenizer.json, manifest.json and the
-# golden vectors. The committed files are byte-identical to what this produces.
+# golden vectors in place (a maintainer's step: review the diff, then commit).
 model: $(BUILD_VENV)/bin/.installed
 	$(BUILD_VENV)/bin/python model_artifacts/build.py --variant all --golden
 
+# CI: rebuilds everything into a scratch directory and compares it with the committed
+# files (ONNX, tokenizer, manifest byte for byte; PyTorch's vectors within the tolerance
+# of model_artifacts/compare.py), then installs the fp32 model the tests use.
+model-check: $(BUILD_VENV)/bin/.installed
+	$(BUILD_VENV)/bin/python model_artifacts/build.py --check
+
 $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[runtime,dev,demo,infra,bench]"
+	$(PIP_INSTALL) -e ".[$(ALL_EXTRAS),bench]"
 	touch $@
 
 bench-embed: $(BIN)/.bench-installed

@@ -27,7 +27,7 @@ EXPECTED_FILE = "expected.json"
 API_KEY = "local-dev-key"
 REQUEST_TIME_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 REQUEST_TIME = "01/Jan/2026:00:00:00 +0000"
-MAX_BODY_BYTES = 1_048_576  # Limits.max_body_bytes default (DESIGN.md section 3)
+MAX_BODY_BYTES = 1_048_576  # Limits.max_body_bytes default (docs/ARCHITECTURE.md section 3)
 
 TEXTS = [
     "How do I reset my password?",

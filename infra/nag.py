@@ -81,8 +81,8 @@ def acknowledge_findings(stack: RagserveStack) -> None:
         ack(api_method, "AwsSolutions-COG4", "machine clients authenticate with API keys checked by the Lambda REQUEST "
             "authorizer (hashed in DynamoDB, scoped, metered by usage plans); there are no end users for Cognito")
         if resource == "/health" and method == "GET":
-            ack(api_method, "AwsSolutions-APIG4", "GET /health is public by design (DESIGN.md section 3): the canary "
-                "and load balancers probe it; it reveals no data and WAF rate-limits it")
+            ack(api_method, "AwsSolutions-APIG4", "GET /health is public by design (docs/ARCHITECTURE.md section 3): "
+                "the canary and load balancers probe it; it reveals no data and WAF rate-limits it")
         if resource == "/v1/openapi.json" and method == "GET":
             ack(api_method, "AwsSolutions-APIG4", "GET /v1/openapi.json is public by design: the API's published "
                 "OpenAPI document (routes and schemas, no data, no keys), WAF rate-limits it")

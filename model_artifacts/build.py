@@ -1,6 +1,15 @@
 """Reproduce the model artifacts of all-MiniLM-L6-v2 from PyPI alone.
 
-    python model_artifacts/build.py [--variant int8|fp32|all] [--golden]
+    python model_artifacts/build.py [--variant int8|fp32|all] [--golden] [--out DIR]
+    python model_artifacts/build.py --check     # CI: build into a scratch dir, compare
+
+``--out DIR`` writes everything under ``DIR`` in the repository's layout
+(``DIR/model_artifacts/...``, ``DIR/tests/data/...``) and leaves the repository alone.
+``--check`` builds into a scratch directory and compares with the committed files
+(``model_artifacts/compare.py``): the ONNX files, tokenizer and manifest must be
+byte-identical; the vectors PyTorch computes (golden and retrieval reference) only
+within a stated tolerance, as PyTorch's kernels differ between CPU families. Once the
+comparison passes it installs the fp32 model (not committed, needed by the tests).
 
 Steps (each fixed, so that two runs give byte-identical files):
 
@@ -25,10 +34,12 @@ import argparse
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +58,26 @@ VARIANT_FILES = {"int8": "model.onnx", "fp32": "model_fp32.onnx"}
 VARIANT_OPTIONS = {
     "int8": {"max_batch": 1, "max_batch_reason": "dynamic per-tensor activation quantization"},
 }
-GOLDEN_DIR = REPO / "tests" / "data"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one build writes: the repository itself, or a scratch tree of the same shape."""
+
+    root: Path
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "model_artifacts"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.artifacts / MODEL_ID
+
+    @property
+    def golden_dir(self) -> Path:
+        return self.root / "tests" / "data"
+
 
 log = logging.getLogger("model_artifacts.build")
 
@@ -138,7 +168,7 @@ def write_tokenizer(source: Path, target: Path) -> None:
     target.write_text(json.dumps(spec, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
-def write_manifest(variants: dict[str, str]) -> None:
+def write_manifest(layout: Layout, variants: dict[str, str]) -> None:
     """Record every artifact's sha256. ``variants`` keeps the hashes of files not rebuilt."""
     manifest = {
         "default_model": MODEL_ID,
@@ -154,7 +184,7 @@ def write_manifest(variants: dict[str, str]) -> None:
                 "source": {"package": SOURCE_PACKAGE, "version": SOURCE_VERSION,
                            "wheel_sha256": SOURCE_WHEEL_SHA256},
                 "tokenizer": {"file": f"{MODEL_ID}/tokenizer.json",
-                              "sha256": sha256_of(MODEL_DIR / "tokenizer.json")},
+                              "sha256": sha256_of(layout.model_dir / "tokenizer.json")},
                 "variants": {
                     name: {"file": f"{MODEL_ID}/{VARIANT_FILES[name]}", "sha256": digest,
                            **VARIANT_OPTIONS.get(name, {})}
@@ -164,10 +194,10 @@ def write_manifest(variants: dict[str, str]) -> None:
             }
         ],
     }
-    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (layout.artifacts / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def write_golden(source: Path) -> None:
+def write_golden(source: Path, golden_dir: Path) -> None:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
@@ -178,15 +208,15 @@ def write_golden(source: Path) -> None:
     model.max_seq_length = MAX_LENGTH
     vectors = model.encode(GOLDEN_TEXTS, batch_size=16, normalize_embeddings=True,
                            convert_to_numpy=True).astype(np.float32)
-    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    np.save(GOLDEN_DIR / "golden_vectors.npy", vectors)
-    (GOLDEN_DIR / "golden_texts.json").write_text(
+    golden_dir.mkdir(parents=True, exist_ok=True)
+    np.save(golden_dir / "golden_vectors.npy", vectors)
+    (golden_dir / "golden_texts.json").write_text(
         json.dumps(GOLDEN_TEXTS, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     log.info("golden vectors: %d x %d", *vectors.shape)
-    write_retrieval_reference(model)
+    write_retrieval_reference(model, golden_dir)
 
 
-def write_retrieval_reference(model) -> None:
+def write_retrieval_reference(model, golden_dir: Path) -> None:
     """Reference embeddings of a real corpus for the retrieval-quality test: the
     chatterbot-corpus English answers (documents) and every 4th question (queries)."""
     import numpy as np
@@ -199,42 +229,74 @@ def write_retrieval_reference(model) -> None:
     queries = [question for _, question, _ in pairs[::4]]
     for name, texts in (("retrieval_documents", documents), ("retrieval_queries", queries)):
         vectors = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
-        np.save(GOLDEN_DIR / f"{name}.npy", vectors.astype(np.float16))
-        (GOLDEN_DIR / f"{name}.json").write_text(json.dumps(texts, ensure_ascii=False, indent=0) + "\n",
+        np.save(golden_dir / f"{name}.npy", vectors.astype(np.float16))
+        (golden_dir / f"{name}.json").write_text(json.dumps(texts, ensure_ascii=False, indent=0) + "\n",
                                                  encoding="utf-8")
     log.info("retrieval reference: %d documents, %d queries", len(documents), len(queries))
+
+
+def build(layout: Layout, variant: str, golden: bool) -> dict[str, str]:
+    """Write the artifacts of ``variant`` (and the golden data) under ``layout``."""
+    previous = {}
+    committed = HERE / "manifest.json"
+    if committed.exists():
+        model = json.loads(committed.read_text())["models"][0]
+        previous = {name: v["sha256"] for name, v in model["variants"].items()}
+
+    layout.model_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        source = fetch_source(workdir)
+        write_tokenizer(source, layout.model_dir / "tokenizer.json")
+        fp32 = layout.model_dir / VARIANT_FILES["fp32"] if variant != "int8" else workdir / "fp32.onnx"
+        export_fp32(source, fp32)
+        digests = dict(previous)
+        digests["fp32"] = sha256_of(fp32)
+        if variant in ("int8", "all"):
+            quantize_int8(fp32, layout.model_dir / VARIANT_FILES["int8"], workdir)
+            digests["int8"] = sha256_of(layout.model_dir / VARIANT_FILES["int8"])
+        write_manifest(layout, digests)
+        if golden:
+            write_golden(source, layout.golden_dir)
+    for name, digest in sorted(digests.items()):
+        log.info("%s %s", name, digest)
+    return digests
+
+
+def check(scratch: Path | None = None) -> int:
+    """Build everything into a scratch tree, compare it with the repository, and install
+    the fp32 model once the comparison passes. Never writes a committed file."""
+    sys.path.insert(0, str(HERE))
+    from compare import compare_builds
+
+    with tempfile.TemporaryDirectory(prefix="ragserve-model-") as tmp:
+        layout = Layout(Path(scratch or tmp))
+        build(layout, "all", golden=True)
+        report = compare_builds(layout.root, REPO)
+        for line in report.lines():
+            log.info("%s", line)
+        if not report.ok:
+            log.error("model artifacts differ from the committed ones beyond the stated tolerance")
+            return 1
+        fp32 = layout.model_dir / VARIANT_FILES["fp32"]
+        shutil.copyfile(fp32, MODEL_DIR / VARIANT_FILES["fp32"])  # gitignored; the tests need it
+        log.info("installed %s", MODEL_DIR / VARIANT_FILES["fp32"])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=["int8", "fp32", "all"], default="all")
     parser.add_argument("--golden", action="store_true", help="also write tests/data golden vectors")
+    parser.add_argument("--out", type=Path, help="write under this directory instead of the repository")
+    parser.add_argument("--check", action="store_true",
+                        help="build into a scratch directory and compare with the committed files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     log.setLevel(logging.INFO)
-
-    previous = {}
-    if (HERE / "manifest.json").exists():
-        model = json.loads((HERE / "manifest.json").read_text())["models"][0]
-        previous = {name: v["sha256"] for name, v in model["variants"].items()}
-
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        source = fetch_source(workdir)
-        write_tokenizer(source, MODEL_DIR / "tokenizer.json")
-        fp32 = MODEL_DIR / VARIANT_FILES["fp32"] if args.variant != "int8" else workdir / "fp32.onnx"
-        export_fp32(source, fp32)
-        digests = dict(previous)
-        digests["fp32"] = sha256_of(fp32)
-        if args.variant in ("int8", "all"):
-            quantize_int8(fp32, MODEL_DIR / VARIANT_FILES["int8"], workdir)
-            digests["int8"] = sha256_of(MODEL_DIR / VARIANT_FILES["int8"])
-        write_manifest(digests)
-        if args.golden:
-            write_golden(source)
-    for name, digest in sorted(digests.items()):
-        log.info("%s %s", name, digest)
+    if args.check:
+        return check(args.out)
+    build(Layout(args.out or REPO), args.variant, args.golden)
     return 0
 
 

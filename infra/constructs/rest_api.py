@@ -23,7 +23,7 @@ from ragserve.routes import Route
 
 _PARAM = re.compile(r"\{(\w+)\}")
 
-# API Gateway's own answers, in the shape the functions use (DESIGN.md section 3).
+# API Gateway's own answers, in the shape the functions use (docs/ARCHITECTURE.md section 3).
 GATEWAY_RESPONSES: tuple[tuple[apigw.ResponseType, str, str, str], ...] = (
     (apigw.ResponseType.UNAUTHORIZED, "401", "unauthorized", '"missing x-api-key header"'),
     (apigw.ResponseType.ACCESS_DENIED, "403", "forbidden",

@@ -1,4 +1,4 @@
-"""The four alarms of DESIGN.md section 6:
+"""The four alarms of docs/ARCHITECTURE.md section 7:
 
 | alarm | metric | threshold | topic |
 |---|---|---|---|

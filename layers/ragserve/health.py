@@ -46,7 +46,7 @@ def report() -> dict:
         except Exception as exc:  # noqa: BLE001 - a failing check is a finding, not a 500
             results[name] = Check("unhealthy", f"check failed: {type(exc).__name__}")
     status: Status = max((r.status for r in results.values()), key=_RANK.__getitem__, default="healthy")
-    body: dict = {"status": status, "model": None, "index_version": None}  # DESIGN.md section 3
+    body: dict = {"status": status, "model": None, "index_version": None}  # docs/ARCHITECTURE.md section 3
     for name, value in sorted(facts.items()):
         body[name] = value()
     body["checks"] = {name: r.detail for name, r in results.items()}

@@ -130,7 +130,7 @@ class EncoderSettings(_EnvSettings):
 
 
 class Limits(_EnvSettings):
-    """Request limits of DESIGN.md section 3."""
+    """Request limits of docs/ARCHITECTURE.md section 3."""
 
     ENV_NAMES: ClassVar[dict[str, str]] = {
         "max_texts": Env.MAX_TEXTS,
@@ -319,7 +319,7 @@ class OpsSettings(_EnvSettings):
 
 
 class CacheSettings(_EnvSettings):
-    """The embedding and query caches (DESIGN.md section 5). In AWS the stack sets the
+    """The embedding and query caches (docs/ARCHITECTURE.md section 6). In AWS the stack sets the
     table and the URL; without them the caches are in-process (plus an optional SQLite
     file for embeddings)."""
 

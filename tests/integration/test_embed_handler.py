@@ -1,5 +1,5 @@
 """The embed function end to end: API Gateway REST proxy events through the real
-``functions.embed.handler.lambda_handler`` (real model), against DESIGN.md section 3."""
+``functions.embed.handler.lambda_handler`` (real model), against docs/ARCHITECTURE.md section 3."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ def _path_parameter_schemas() -> dict[str, dict[str, Any]]:
 
 
 def _limited_properties(limits: Limits, search: SearchLimits, max_documents: int) -> dict[str, dict[str, dict]]:
-    """The limits of DESIGN.md section 3, from the settings: model -> field -> schema.
+    """The limits of docs/ARCHITECTURE.md section 3, from the settings: model -> field -> schema.
     Exceeding a size limit answers 413, any other violation 400."""
     text = {"type": "string", "minLength": 1, "maxLength": limits.max_text_chars, "pattern": NON_BLANK}
     texts = {"type": "array", "items": text, "minItems": 1, "maxItems": limits.max_texts}

@@ -1,4 +1,4 @@
-"""Caches (DESIGN.md section 5): the embedding cache (text -> vector, per model) and the
+"""Caches (docs/ARCHITECTURE.md section 6): the embedding cache (text -> vector, per model) and the
 query cache (search request -> response body, per index version).
 
 A cache that is down, slow or returns garbage is a miss: remote backends run behind a

@@ -23,7 +23,7 @@ class EmbedResult:
 
 
 def validate_texts(texts: Sequence[str], limits: Limits) -> None:
-    """Raise InvalidInput (400) or PayloadTooLarge (413) per DESIGN.md section 3."""
+    """Raise InvalidInput (400) or PayloadTooLarge (413) per docs/ARCHITECTURE.md section 3."""
     if len(texts) == 0:
         raise InvalidInput("at least one text is required", code="empty_input")
     if len(texts) > limits.max_texts:

@@ -90,8 +90,8 @@ def expansion_for(n: int, fetch: int, params: IndexParams) -> int:
     data of the tests (``bench/vectors.py``), f16 recall@10 (ef 32 / 64 / 128 / 256 / 512):
     20k 1.000 at 64; 100k 0.934 / 0.991 / 0.999 / 0.999; 1M 0.49 / 0.66 / 0.81 / 0.91 /
     0.96 (0.97 at 1024). That data is a worst case at 1M (5,000 nearly equidistant points
-    a cluster); DESIGN.md measured 0.95 at ef 64 on 1M vectors with more structure, which
-    this rule lifts well past 0.99. The beam never holds fewer than the ``fetch``
+    a cluster); the Search section of docs/BENCHMARKS.md has the latest measurements.
+    The beam never holds fewer than the ``fetch``
     candidates asked for: for the lossy modes the over-fetch is itself the recall lever
     (a Hamming top-100 from ef 100 and from ef 256 hold the same true neighbours)."""
     growth = max(1.0, 1.0 + math.log2(max(n, 1) / EXPANSION_GROWTH_FROM))

@@ -22,7 +22,7 @@ from typing import Any
 
 from ragserve.errors import NotReady
 
-# Statistics per metric name (DESIGN.md section 6); anything else: Average and Maximum.
+# Statistics per metric name (docs/ARCHITECTURE.md section 7); anything else: Average and Maximum.
 # The metrics of PERCENTILE_METRICS also get the configured percentiles (p50, p95, p99).
 STATISTICS: dict[str, tuple[str, ...]] = {
     "RequestLatency": ("Average", "Maximum", "SampleCount"),

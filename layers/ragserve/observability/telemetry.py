@@ -1,5 +1,5 @@
 """One Telemetry per function: Powertools Logger, Tracer and Metrics (EMF, namespace
-``ragserve``, names of DESIGN.md section 6), mirrored into the process's Prometheus
+``ragserve``, names of docs/ARCHITECTURE.md section 7), mirrored into the process's Prometheus
 registry so that /metrics can show the same figures.
 
 EMF metrics are collected per invocation (``Telemetry.invocation``) in an
