@@ -11,8 +11,8 @@ BUILD_VENV ?= .venv-model
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 
-.PHONY: help install serve test test-fast redis-server model model-check bench bench-embed bench-search bench-cache bench-coldstart \
-	bench-load lint openapi clean
+.PHONY: help install serve test test-fast redis-server model model-check bench bench-embed bench-search bench-writes \
+	bench-cache bench-coldstart bench-load lint openapi clean
 
 help:
 	@echo "make serve   - install what serving needs (first time) and serve the API on http://$(HOST):$(PORT)"
@@ -91,6 +91,16 @@ BENCH_SEARCH_SIZES ?= 10000,100000,1000000
 bench-search: $(BIN)/.bench-installed
 	$(BIN)/python bench/search.py --sizes $(BENCH_SEARCH_SIZES)
 
+# 10k, 100k and 1M documents: over an hour on 2 cores, most of it HNSW builds (the 1M seeds,
+# the 1/4/16-segment layouts and the full-rebuild peer's 1M write). Seeded collections are
+# kept in /tmp/ragserve-bench-writes and reused; BENCH_WRITES_ARGS="--peer-max-size 100000"
+# skips the peer at 1M.
+BENCH_WRITES_SIZES ?= 10000,100000,1000000
+BENCH_WRITES_ARGS ?=
+
+bench-writes: $(BIN)/.bench-installed
+	$(BIN)/python bench/writes.py --sizes $(BENCH_WRITES_SIZES) $(BENCH_WRITES_ARGS)
+
 bench-cache: $(BIN)/.bench-installed redis-server
 	$(BIN)/python bench/cache.py
 
@@ -103,7 +113,7 @@ bench-load: $(BIN)/.bench-installed
 # Every benchmark, one after the other (they must not share the CPUs), each rewriting its
 # own section of docs/BENCHMARKS.md and its plots in docs/img/.
 .NOTPARALLEL:
-bench: bench-embed bench-search bench-cache bench-coldstart bench-load
+bench: bench-embed bench-search bench-writes bench-cache bench-coldstart bench-load
 	$(BIN)/python bench/summary.py
 
 openapi: $(BIN)/.installed

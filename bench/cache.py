@@ -67,8 +67,8 @@ def main(argv=None) -> int:
     try:
         import ragserve
         from ragserve.documents import Document
-        from ragserve.ingest.bulk import embed_shard, merge_shards
-        from ragserve.ingest.writer import index_params
+        from ragserve.ingest.jobs import IngestJob
+        from ragserve.ingest.writer import CollectionWriter
         from ragserve.local.events import LocalContext
         from ragserve.settings import IndexSettings
         from ragserve.snapshots.local import LocalSnapshotStore
@@ -77,8 +77,8 @@ def main(argv=None) -> int:
         passages = corpus.passages(count=64)
         documents = [Document(f"d{i}", text, {"n": i}) for i, text in enumerate(sentences + passages)]
         encoder = ragserve.load_encoder()
-        merge_shards(LocalSnapshotStore(data_dir), "default", [embed_shard(encoder, documents)],
-                     model_id=encoder.model_id, params=index_params(IndexSettings()), scratch_dir=data_dir / "s")
+        CollectionWriter(LocalSnapshotStore(data_dir), encoder, IndexSettings(), data_dir / "s").apply(
+            "default", [IngestJob("bench", 0, "default", tuple(documents))])
 
         from functions.search import handler as search_handler
         from ragserve.cache.stats import LOOKUPS

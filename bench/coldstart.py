@@ -143,8 +143,8 @@ def build_collections(root: Path, sizes: Sequence[int]) -> dict[int, dict]:
     (clustered vectors, ~120-word passages as texts), and an equivalent FAISS HNSW index
     (fp16 storage, M 16) for the peer. Reused if ``root`` already holds them."""
     from ragserve.documents import Document
-    from ragserve.ingest.writer import write_snapshot
     from ragserve.model.manifest import resolve_model
+    from ragserve.segments.files import publish_segments
     from ragserve.settings import EncoderSettings
     from ragserve.snapshots.local import LocalSnapshotStore
 
@@ -165,9 +165,9 @@ def build_collections(root: Path, sizes: Sequence[int]) -> dict[int, dict]:
             from ragserve.index.ann import IndexParams
 
             scratch = Path(tempfile.mkdtemp(prefix="build-", dir=root))
-            write_snapshot(scratch, collection=COLLECTION, version=1, model_id=model_id, records=records,
-                           vectors=data.astype(np.float16), params=IndexParams(), threads=os.cpu_count() or 1)
-            store.publish(COLLECTION, 1, scratch, expected_current=None)
+            publish_segments(store, COLLECTION, records, data.astype(np.float16), model_id=model_id,
+                             params=IndexParams(), scratch_dir=scratch, segment_rows=n, hnsw_min_rows=1,
+                             threads=os.cpu_count() or 1)
             shutil.rmtree(scratch, ignore_errors=True)
             log.info("built the %s collection in %.1fs", count_label(n), time.perf_counter() - started)
         if not faiss_path.exists():

@@ -22,7 +22,6 @@ repeated, medians are reported, and each ratio is the median of per-repeat ratio
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -44,10 +43,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import corpus  # bench/corpus.py: bench/ is sys.path[0] when run as a script
 import numpy as np
 from report import (
-    DEFAULT_OUTPUT,
     REPO,
     Figure,
     ForeignCpu,
+    bench_parser,
     check,
     fmt_ms,
     fmt_ratio,
@@ -57,7 +56,9 @@ from report import (
     machine,
     machine_table,
     median,
+    output_path,
     paired_ratio,
+    start_logging,
     write_section,
 )
 
@@ -628,16 +629,10 @@ def render_budgets(r: Results) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run; prints the section, writes nothing")
-    parser.add_argument("--output", type=Path, default=None,
-                        help=f"markdown file to update (default: {DEFAULT_OUTPUT.relative_to(REPO)}; "
-                             "none with --quick)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    log.setLevel(logging.INFO)
+    args = bench_parser(__doc__).parse_args(argv)
+    start_logging(log)
     cfg = Config.smoke() if args.quick else Config.full()
-    output = args.output if args.output is not None else (None if args.quick else DEFAULT_OUTPUT)
+    output = output_path(args)
 
     started = time.perf_counter()
     load_before = load_average()

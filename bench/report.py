@@ -9,8 +9,10 @@ docs/img/<section>-<name>.png and are linked from the section that drew them.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import importlib.metadata
+import logging
 import math
 import os
 import platform
@@ -256,3 +258,36 @@ def count_axis(axis, values: Sequence[float]) -> None:
     axis.xaxis.set_minor_locator(NullLocator())
     axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_xticks(list(values), [count_label(v) for v in values])
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def bench_parser(doc: str | None, *, sizes_help: str | None = None) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--quick``, ``--output`` and, with
+    ``sizes_help``, ``--sizes``."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run; prints the section, writes nothing")
+    if sizes_help:
+        parser.add_argument("--sizes", default=None, help=f"comma-separated collection sizes ({sizes_help})")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"markdown file to update (default: {DEFAULT_OUTPUT.relative_to(REPO)}; "
+                             "none with --quick)")
+    return parser
+
+
+def start_logging(log: logging.Logger) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+
+
+def parse_sizes(text: str | None, default: Sequence[int]) -> list[int]:
+    """``"10_000,100000"`` -> sorted distinct sizes; ``default`` when not given."""
+    if not text:
+        return list(default)
+    return sorted({int(x.replace("_", "")) for x in text.split(",") if x.strip()})
+
+
+def output_path(args: argparse.Namespace) -> Path | None:
+    """Where the section goes: ``--output``, else the docs file (nothing with --quick)."""
+    return args.output if args.output is not None else (None if args.quick else DEFAULT_OUTPUT)

@@ -23,7 +23,6 @@ each ratio is the median of per-repeat ratios (>1 means ragserve is better).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import statistics
@@ -38,10 +37,9 @@ import corpus  # bench/ is sys.path[0] when run as a script
 import numpy as np
 import vectors
 from report import (
-    DEFAULT_OUTPUT,
-    REPO,
     Figure,
     ForeignCpu,
+    bench_parser,
     check,
     count_axis,
     fmt_ratio,
@@ -50,7 +48,10 @@ from report import (
     machine,
     machine_table,
     median,
+    output_path,
     paired_ratio,
+    parse_sizes,
+    start_logging,
     write_section,
 )
 
@@ -541,24 +542,14 @@ def render_checks(r: Results) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run; prints the section, writes nothing")
-    parser.add_argument("--sizes", default=None,
-                        help="comma-separated collection sizes (default 10000,100000; --quick: 10000)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help=f"markdown file to update (default: {DEFAULT_OUTPUT.relative_to(REPO)}; "
-                             "none with --quick)")
+    parser = bench_parser(__doc__, sizes_help="default 10000,100000; --quick: 10000")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    log.setLevel(logging.INFO)
+    start_logging(log)
     cfg = Config.smoke() if args.quick else Config.full()
-    if args.sizes:
-        sizes = sorted({int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()})
-    else:
-        sizes = [10_000] if args.quick else list(DEFAULT_SIZES)
+    sizes = parse_sizes(args.sizes, [10_000] if args.quick else DEFAULT_SIZES)
     if not sizes or min(sizes) <= K:
         parser.error(f"--sizes must name collection sizes above {K}")
-    output = args.output if args.output is not None else (None if args.quick else DEFAULT_OUTPUT)
+    output = output_path(args)
 
     started = time.perf_counter()
     load_before = load_average()

@@ -1,14 +1,20 @@
-"""Write the sample API Gateway REST proxy events (payload 1.0) of the embed function.
+"""Write the sample events: API Gateway REST proxy events (payload 1.0) of the routed
+functions, and, in a folder per function, the events of the functions outside the API.
 
-Every event is built by ``ragserve.local.events.rest_event``, so it has exactly the
+Every API event is built by ``ragserve.local.events.rest_event``, so it has exactly the
 shape the local server gives the handlers; request ids and the request time are fixed
-so that the files are stable. ``expected.json`` maps each file to the status code
-``functions.embed.handler.lambda_handler`` must answer.
+so that the files are stable. ``expected.json`` maps each API event to the status code
+the function owning its route must answer.
+
+The compaction function (functions/ingest/compact.py) gets ``compact/collection.json``
+(the ingest function's asynchronous invoke after a publish) and ``compact/scheduled.json``
+(the EventBridge schedule: every collection).
 
     python events/make_events.py          # (re)write the files
     python events/make_events.py --check  # exit 1 if a file is missing or stale
 
-Run one with ``ragserve invoke embed events/apigw_embed_post.json``.
+Run one with ``ragserve invoke embed events/apigw_embed_post.json`` or
+``ragserve invoke compact events/compact/scheduled.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ EXPECTED_FILE = "expected.json"
 API_KEY = "local-dev-key"
 REQUEST_TIME_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 REQUEST_TIME = "01/Jan/2026:00:00:00 +0000"
+EVENT_TIME = "2026-01-01T00:00:00Z"  # the same instant, as EventBridge writes it
+ACCOUNT, REGION = "123456789012", "eu-west-1"
 MAX_BODY_BYTES = 1_048_576  # Limits.max_body_bytes default (docs/ARCHITECTURE.md section 3)
 
 TEXTS = [
@@ -160,16 +168,46 @@ def build_events() -> tuple[dict[str, dict], dict[str, int]]:
     return events, expected
 
 
+def scheduled_event(rule: str) -> dict:
+    """What an EventBridge schedule (``rate(...)``) sends its Lambda target."""
+    return {
+        "version": "0",
+        "id": "00000000-0000-4000-8000-000000000001",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": EVENT_TIME,
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{rule}"],
+        "detail": {},
+    }
+
+
+def build_function_events() -> dict[str, dict]:
+    """Events of the functions outside the API: relative path -> event."""
+    return {
+        # what Maintenance.trigger sends after a publish that leaves a merge to do
+        "compact/collection.json": {"collection": "events"},
+        # the stack's schedule (infra/constructs/compaction.py): every collection
+        "compact/scheduled.json": scheduled_event("ragserve-dev-compact"),
+    }
+
+
 def render(value: object) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
 def rendered_files() -> dict[str, str]:
-    """Every file this script writes (events and expected.json), name -> content."""
+    """The API events and expected.json (the files directly in events/), name -> content."""
     events, expected = build_events()
     files = {name: render(event) for name, event in events.items()}
     files[EXPECTED_FILE] = render(dict(sorted(expected.items())))
     return files
+
+
+def rendered_function_files() -> dict[str, str]:
+    """The events of the functions outside the API (in a folder per function), path -> content."""
+    return {path: render(event) for path, event in build_function_events().items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,13 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="report stale or missing files, write nothing")
     args = parser.parse_args(argv)
     stale = []
-    for name, content in rendered_files().items():
+    for name, content in {**rendered_files(), **rendered_function_files()}.items():
         path = EVENTS_DIR / name
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == content:
             continue
         stale.append(name)
         if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
     if args.check and stale:
         print("stale or missing: " + ", ".join(stale), file=sys.stderr)

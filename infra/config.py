@@ -31,10 +31,11 @@ class FunctionSpec:
     live_alias: bool = True  # an alias `live` (API targets it; CodeDeploy shifts it)
     provisioned: bool = False  # provisioned concurrency + auto scaling on `live`
     in_api: bool = True
+    reserved_concurrency: int | None = None  # the cap when the stage's reserved_concurrency names none
 
 
-# The functions of functions/Dockerfile's image, by CMD. The search, ingest and bulk
-# handlers are written alongside; the stack references them by these names.
+# The functions of functions/Dockerfile's image, by CMD. The search, ingest, bulk and
+# compaction handlers are written alongside; the stack references them by these names.
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("embed", "functions.embed.handler.lambda_handler", None, 30, provisioned=True),
     FunctionSpec("search", "functions.search.handler.lambda_handler", None, 30, ephemeral_mb=4096,
@@ -46,6 +47,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
                  live_alias=False, in_api=False),
     FunctionSpec("merge", "functions.ingest.bulk.merge_handler", 4096, 900, ephemeral_mb=10240,
                  live_alias=False, in_api=False),
+    # merges segments (one capped merge: ~340 s of HNSW build) and applies retention; one
+    # at a time, so that merges do not race (a race is safe, only wasted work)
+    FunctionSpec("compact", "functions.ingest.compact.lambda_handler", 4096, 900, ephemeral_mb=10240,
+                 live_alias=False, in_api=False, reserved_concurrency=1),
 )
 FUNCTION_NAMES = tuple(f.name for f in FUNCTIONS)
 
@@ -178,13 +183,14 @@ class StageConfig:
         return self.provisioned_concurrency > 0
 
     def function(self, spec: FunctionSpec) -> FunctionSpec:
-        """The spec with this stage's memory and overrides applied."""
+        """The spec with this stage's memory, reserved concurrency and overrides applied."""
         override = self.functions.get(spec.name, FunctionOverride())
         return replace(
             spec,
             memory_mb=override.memory_mb or spec.memory_mb or self.memory_mb,
             timeout_s=override.timeout_s or spec.timeout_s,
             ephemeral_mb=override.ephemeral_mb or spec.ephemeral_mb,
+            reserved_concurrency=self.reserved_concurrency.get(spec.name, spec.reserved_concurrency),
         )
 
 

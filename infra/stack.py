@@ -19,6 +19,7 @@ from infra.config import FUNCTIONS, FunctionSpec, StageConfig
 from infra.constructs.alarm_topics import AlarmTopics, AlarmTopicsProps
 from infra.constructs.bulk_pipeline import BulkPipeline, BulkPipelineProps
 from infra.constructs.canary_deployment import CanaryDeployment, CanaryDeploymentProps
+from infra.constructs.compaction import Compaction, CompactionProps
 from infra.constructs.cost_budget import COST_TAG, CostBudget, CostBudgetProps
 from infra.constructs.dashboard import ServiceDashboard, ServiceDashboardProps
 from infra.constructs.health_canary import HealthCanary, HealthCanaryProps
@@ -27,13 +28,13 @@ from infra.constructs.live_alias import LiveAlias, LiveAliasProps
 from infra.constructs.network import Network, NetworkProps
 from infra.constructs.query_cache import QueryCache, QueryCacheProps
 from infra.constructs.rest_api import ServiceApi, ServiceApiProps
-from infra.constructs.service_alarms import MemoryWatch, ServiceAlarms, ServiceAlarmsProps
+from infra.constructs.service_alarms import MemoryWatch, ServiceAlarms, ServiceAlarmsProps, emf_metric
 from infra.constructs.service_function import ServiceFunction, ServiceFunctionProps
 from infra.constructs.storage import SnapshotStorage, SnapshotStorageProps
 from infra.constructs.tables import Tables, TablesProps
 from infra.constructs.usage_plans import UsagePlans, UsagePlansProps
 from infra.constructs.web_acl import WebAcl, WebAclProps
-from infra.nag import acknowledge_findings
+from infra.nag import ack, acknowledge_findings
 from ragserve.routes import ROUTES, Route
 from ragserve.settings import Env
 
@@ -87,7 +88,9 @@ class RagserveStack(cdk.Stack):
         environments: dict[str, dict[str, str]] = {
             "embed": {**cache_table},
             "search": {**store, **cache_table, Env.QUERY_CACHE_URL: self.query_cache.url},
+            # (+ Env.COMPACTION_FUNCTION, below: the compaction function's name)
             "ingest": {**store, **cache_table, Env.QUEUE_URL: queue.queue_url,
+                       Env.DEAD_LETTER_URL: self.ingest_queue.dead_letters.queue_url,
                        Env.IDEMPOTENCY_TABLE: tables.idempotency.table_name},
             "ops": {Env.METRICS_SOURCE: "cloudwatch", Env.METRICS_NAMESPACE: METRICS_NAMESPACE,
                     Env.KEYS_TABLE: tables.keys.table_name, Env.SNAPSHOT_BUCKET: bucket.bucket_name,
@@ -96,12 +99,19 @@ class RagserveStack(cdk.Stack):
             "authorizer": {Env.KEYS_TABLE: tables.keys.table_name},
             "shard": {**store, **cache_table},
             "merge": {**store},
+            # the merge policy and retention window: CompactionSettings' defaults
+            "compact": {**store},
         }
         self.functions: dict[str, ServiceFunction] = {}
         for name, spec in specs.items():
             self.functions[name] = self._function(spec, environments[name], config, image_directory, retention)
         fn = {name: f.function for name, f in self.functions.items()}
+        # the ingest function invokes it (async) after a publish that leaves a merge to do
+        fn["ingest"].add_environment(Env.COMPACTION_FUNCTION, fn["compact"].function_name)
         self._grant(fn)
+        self.compaction = Compaction(self, "Compaction", CompactionProps(
+            function=fn["compact"], vpc=self.network.vpc, subnets=self.network.subnets,
+            clients=self.network.functions_security_group, rule_name=f"{prefix}-compact"))
 
         self.aliases: dict[str, LiveAlias] = {}
         for name, spec in specs.items():
@@ -144,7 +154,8 @@ class RagserveStack(cdk.Stack):
         self.alarms = ServiceAlarms(self, "Alarms", ServiceAlarmsProps(
             name=prefix, api=self.api.api, stage_name=config.name, canary=self.health_canary.canary,
             canary_rate=canary_rate, page=self.topics.page, notify=self.topics.notify,
-            functions=[MemoryWatch(name, f.max_memory_used, f.memory_mb) for name, f in self.functions.items()]))
+            functions=[MemoryWatch(name, f.max_memory_used, f.memory_mb) for name, f in self.functions.items()],
+            dead_letters=self.ingest_queue.dead_letters, ingest_function="ingest"))
         self.deployments: dict[str, CanaryDeployment] = {}
         for name, alias in self.aliases.items():
             self.deployments[name] = CanaryDeployment(self, f"{name.title()}Deployment", CanaryDeploymentProps(
@@ -157,10 +168,14 @@ class RagserveStack(cdk.Stack):
             name=prefix, api_name=prefix, stage_name=config.name, routes=routes,
             provisioned_aliases={n: a.alias for n, a in self.aliases.items() if a.scaling is not None},
             functions=fn, queue=queue, dead_letters=self.ingest_queue.dead_letters,
-            alarms=[self.alarms.error_rate, self.alarms.latency_p99, self.alarms.health, self.alarms.memory]))
+            alarms=[self.alarms.error_rate, self.alarms.latency_p99, self.alarms.health, self.alarms.memory,
+                    self.alarms.storage_faults, self.alarms.dead_letters],
+            storage_faults=emf_metric("StorageFaults", "ingest", "Sum", Duration.minutes(5)),
+            compaction=fn["compact"]))
 
         self._outputs(prefix)
         acknowledge_findings(self)
+        self._acknowledge_compaction()
 
     def _function(self, spec: FunctionSpec, environment: dict[str, str], config: StageConfig,
                   image_directory: Path, retention: logs.RetentionDays) -> ServiceFunction:
@@ -171,7 +186,7 @@ class RagserveStack(cdk.Stack):
             vpc=self.network.vpc, subnets=self.network.subnets,
             security_groups=[self.network.functions_security_group],
             environment={Env.STAGE: config.name, "POWERTOOLS_LOG_LEVEL": "INFO", **environment},
-            reserved_concurrency=config.reserved_concurrency.get(spec.name), log_retention=retention))
+            reserved_concurrency=spec.reserved_concurrency, log_retention=retention))
 
     def _grant(self, fn: dict) -> None:
         """Least privilege, spelled out: explicit actions (no ``s3:Get*``-style wildcards)
@@ -184,12 +199,22 @@ class RagserveStack(cdk.Stack):
             actions=["dynamodb:GetItem"], resources=[tables.keys.table_arn]))
         read, write = ["s3:GetObject"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                                           "s3:AbortMultipartUpload"]
-        for name, actions in (("search", read), ("ingest", write), ("shard", write), ("merge", write)):
+        for name, actions in (("search", read), ("ingest", write), ("shard", write), ("merge", write),
+                              ("compact", write)):
             fn[name].add_to_role_policy(iam.PolicyStatement(actions=actions,
                                                             resources=[bucket.arn_for_objects("*")]))
             fn[name].add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"],
                                                             resources=[bucket.bucket_arn]))
         queue.grant_send_messages(fn["ingest"])
+        # the consumer settles its own batches: storage faults deferred (ChangeMessageVisibility,
+        # with backoff), poison moved to the DLQ (SendMessage there, DeleteMessage here)
+        fn["ingest"].add_to_role_policy(iam.PolicyStatement(
+            actions=["sqs:ChangeMessageVisibility", "sqs:DeleteMessage"], resources=[queue.queue_arn]))
+        fn["ingest"].add_to_role_policy(iam.PolicyStatement(
+            actions=["sqs:SendMessage"], resources=[self.ingest_queue.dead_letters.queue_arn]))
+        # the ingest function triggers compaction (the unqualified function: no version wildcard)
+        fn["ingest"].add_to_role_policy(iam.PolicyStatement(
+            actions=["lambda:InvokeFunction"], resources=[fn["compact"].function_arn]))
         # ops: /metrics reads CloudWatch; /health probes each dependency, read-only
         fn["ops"].add_to_role_policy(iam.PolicyStatement(
             actions=["cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources=["*"]))
@@ -199,6 +224,13 @@ class RagserveStack(cdk.Stack):
         fn["ops"].add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
         fn["ops"].add_to_role_policy(iam.PolicyStatement(actions=["sqs:GetQueueAttributes"],
                                                          resources=[queue.queue_arn]))
+
+    def _acknowledge_compaction(self) -> None:
+        """The compaction function's finding, beside the writers' in ``infra.nag``."""
+        bucket = self.get_logical_id(self.storage.bucket.node.default_child)
+        ack(self.functions["compact"], f"AwsSolutions-IAM5[Resource::<{bucket}.Arn>/*]",
+            "object-level actions (GetObject, PutObject, DeleteObject) on the snapshots bucket only: compaction "
+            "writes merged segments under collections/<c>/ and retention deletes what no kept version references")
 
     def _outputs(self, prefix: str) -> None:
         outputs = {
@@ -213,6 +245,7 @@ class RagserveStack(cdk.Stack):
             "IngestDeadLetterQueueUrl": self.ingest_queue.dead_letters.queue_url,
             "QueryCacheEndpoint": self.query_cache.url,
             "BulkStateMachineArn": self.bulk.state_machine.state_machine_arn,
+            "CompactionFunctionName": self.functions["compact"].function.function_name,
             "PageTopicArn": self.topics.page.topic_arn,
             "NotifyTopicArn": self.topics.notify.topic_arn,
             "DashboardName": prefix,

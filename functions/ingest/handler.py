@@ -11,30 +11,53 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ragserve import health
 from ragserve.api.access import check_collection_access, principal
 from ragserve.api.app import InitResult, create_app, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import DocumentsRequest
-from ragserve.ingest.consumer import consume
+from ragserve.ingest.consumer import BatchOutcome, consume
 from ragserve.ingest.idempotency import IdempotentWrites, persistence_layer
 from ragserve.ingest.queue import LocalJobQueue, SqsJobQueue
 from ragserve.ingest.service import Accepted, accept_delete, accept_upserts
 from ragserve.ingest.writer import CollectionWriter
 from ragserve.model.encoder import load_encoder
 from ragserve.observability.telemetry import Telemetry
+from ragserve.segments.maintenance import Maintenance
 from ragserve.settings import IngestSettings
 from ragserve.stores import open_store
 
 SETTINGS = IngestSettings.from_env()
 telemetry = Telemetry("ingest")
 logger, tracer = telemetry.logger, telemetry.tracer
-QUEUE = SqsJobQueue(SETTINGS.queue_url) if SETTINGS.queue_url else \
+QUEUE = SqsJobQueue(SETTINGS.queue_url, dead_letter_url=SETTINGS.dead_letter_url) if SETTINGS.queue_url else \
     LocalJobQueue(SETTINGS.store.data_dir / "queue.sqlite3")
 WRITER = InitResult(lambda: CollectionWriter(open_store(SETTINGS.store), load_encoder(settings=SETTINGS.encoder),
                                              SETTINGS.index, SETTINGS.store.data_dir / "scratch", log=logger),
                     telemetry, "writer")
+# Locally, compaction and retention run beside the writer, after its writes; in AWS they
+# are a function of their own (functions/ingest/compact.py), triggered after publishes
+# and on a schedule.
+MAINTENANCE = InitResult(lambda: Maintenance.from_settings(
+    WRITER.get().store, SETTINGS, queue=QUEUE if not SETTINGS.queue_url else None, log=logger), telemetry,
+    "maintenance")
 IDEMPOTENCY = IdempotentWrites(persistence_layer(SETTINGS.idempotency_table,
                                                 SETTINGS.store.data_dir / "idempotency.sqlite3"), log=logger)
+# Collections whose writes a storage fault holds back (jobs queued, nothing published),
+# until a write of theirs succeeds: /health says degraded meanwhile (locally, where one
+# process serves /health too; in AWS the logs and the storage-fault metric say it).
+STALLED: dict[str, str] = {}
+
+
+def _writer_health() -> health.Check:
+    stalled = dict(STALLED)
+    if not stalled:
+        return health.Check("healthy")
+    return health.Check("degraded", "; ".join(f"{c}: writes held back by a storage fault ({reason})"
+                                              for c, reason in sorted(stalled.items())))
+
+
+health.register("writer", _writer_health)
 app = create_app(telemetry)
 
 
@@ -84,12 +107,32 @@ def handle_delete_document(collection: str, doc_id: str) -> Response:
     return _idempotent(collection, write)
 
 
+def _settle(outcome: BatchOutcome) -> None:
+    """Storage faults: held back without counting toward the dead-letter queue. Poison:
+    moved there (``ragserve queue redrive`` brings them back)."""
+    if outcome.deferred:
+        QUEUE.defer(outcome.deferred)
+    if outcome.poison:
+        logger.error("ingest messages dead-lettered", extra={"messages": len(outcome.poison)})
+        QUEUE.dead_letter(outcome.poison)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     if "Records" in event:  # the SQS event source: apply queued jobs
         with telemetry.invocation():
             outcome = consume(event["Records"], WRITER.get(), log=logger)
+            _settle(outcome)
+            for result in outcome.results:
+                STALLED.pop(result.collection, None)
+            STALLED.update(outcome.faults)
             telemetry.record_writes(outcome.results, len(outcome.failed_message_ids))
+            telemetry.record_storage_faults(len(outcome.deferred))
+            if not SETTINGS.queue_url and SETTINGS.compaction.enabled:
+                MAINTENANCE.get().after_writes([r.collection for r in outcome.results if r.version])
+            elif SETTINGS.compaction_function:
+                MAINTENANCE.get().trigger([r.collection for r in outcome.results if r.version],
+                                          SETTINGS.compaction_function)
         return outcome.response()
     return resolve(app, event, context, telemetry)

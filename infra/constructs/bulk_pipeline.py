@@ -1,12 +1,19 @@
 """Bulk loads (1M+ documents): a Step Functions state machine whose Distributed Map
 lists the JSONL shards under an S3 prefix and runs the shard function on each, in
-parallel child executions; then the merge function builds the snapshot and publishes
-the new version (it swaps ``collections/<c>/CURRENT``).
+parallel child executions. Each shard embeds its documents and stores them as a segment
+of its own in the collection's store; the final step builds nothing: it commits every
+shard's segment with one manifest (one conditional swap of ``collections/<c>/CURRENT``),
+so it takes seconds whatever the load's size. The compaction function merges the
+segments later, like any others.
 
-Start it with ``{"collection": "docs", "job_id": "2026-01-01-a", "prefix": "bulk/<job>/shards/"}``.
+Start it with ``{"collection": "docs", "job_id": "2026-01-01-a", "prefix": "bulk/<job>/shards/"}``:
+the load is appended (a document already in the collection under the same id is
+superseded). Add ``"replace": true`` only to make the load the whole collection; a
+``replace`` that is not a JSON boolean fails the execution before anything runs.
 Contract with the handlers (functions/ingest/bulk.py):
-  shard_handler({"bucket", "key", "collection", "job_id"}) embeds one shard and writes its output under bulk/<job>/
-  merge_handler({"bucket", "collection", "job_id", "prefix"}) -> {"collection", "version", ...}
+  shard_handler({"bucket", "key", "collection", "job_id", "replace"}) stores one shard's segment and
+    writes its entry under bulk/<job>/segments/
+  merge_handler({"bucket", "collection", "job_id", "prefix", "replace"}) -> {"collection", "version", ...}
 A shard that fails after its retries fails the job; nothing is published."""
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class BulkPipelineProps:
 
 class BulkPipeline(Construct):
     state_machine: sfn.StateMachine
+    defaults: sfn.Pass  # the first state: "replace" defaults to false
     distributed_map: sfn.DistributedMap
     log_group: logs.LogGroup
 
@@ -42,11 +50,24 @@ class BulkPipeline(Construct):
         super().__init__(scope, construct_id)
         retry = {"errors": ["States.TaskFailed", "Lambda.TooManyRequestsException"],
                  "interval": Duration.seconds(5), "max_attempts": 3, "backoff_rate": 2.0}
+        # "replace" defaults to false: the execution input merged over {"replace": false}.
+        # Intrinsic functions take no object literal, so the defaults are put beside the
+        # input first, then merged (the input's own "replace" wins).
+        self.defaults = sfn.Pass(self, "Defaults", parameters={"defaults": {"replace": False}, "input.$": "$"})
+        apply_defaults = sfn.Pass(
+            self, "ApplyDefaults", output_path="$.args",
+            parameters={"args": sfn.JsonPath.json_merge(sfn.JsonPath.object_at("$.defaults"),
+                                                        sfn.JsonPath.object_at("$.input"))})
+        # the handlers read it with bool(): a string "false" must not replace the collection
+        check_replace = sfn.Choice(self, "CheckReplace").otherwise(sfn.Fail(
+            self, "InvalidReplace", error="InvalidInput", cause="replace must be a JSON boolean (true or false)"))
+        replace = sfn.JsonPath.string_at("$.replace")  # (any JSON type: the path is all that is rendered)
         shard = tasks.LambdaInvoke(
             self, "EmbedShard", lambda_function=props.shard_function, payload_response_only=True,
             payload=sfn.TaskInput.from_object({
                 "bucket": sfn.JsonPath.string_at("$.bucket"), "key": sfn.JsonPath.string_at("$.key"),
                 "collection": sfn.JsonPath.string_at("$.collection"), "job_id": sfn.JsonPath.string_at("$.job_id"),
+                "replace": replace,
             }),
         )
         shard.add_retry(**retry)
@@ -58,6 +79,7 @@ class BulkPipeline(Construct):
                 "key": sfn.JsonPath.string_at("$$.Map.Item.Value.Key"),
                 "collection": sfn.JsonPath.string_at("$.collection"),
                 "job_id": sfn.JsonPath.string_at("$.job_id"),
+                "replace": replace,
             },
             max_concurrency=props.max_concurrency,
             map_execution_type=sfn.StateMachineType.STANDARD,  # shards may run up to 15 min (express: 5)
@@ -70,6 +92,7 @@ class BulkPipeline(Construct):
             payload=sfn.TaskInput.from_object({
                 "bucket": props.bucket.bucket_name, "collection": sfn.JsonPath.string_at("$.collection"),
                 "job_id": sfn.JsonPath.string_at("$.job_id"), "prefix": sfn.JsonPath.string_at("$.prefix"),
+                "replace": replace,
             }),
         )
         merge.add_retry(**retry)
@@ -78,7 +101,9 @@ class BulkPipeline(Construct):
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
             state_machine_name=props.name,
-            definition_body=sfn.DefinitionBody.from_chainable(self.distributed_map.next(merge)),
+            definition_body=sfn.DefinitionBody.from_chainable(
+                self.defaults.next(apply_defaults).next(check_replace.when(
+                    sfn.Condition.is_boolean("$.replace"), self.distributed_map.next(merge)))),
             state_machine_type=sfn.StateMachineType.STANDARD,
             timeout=props.timeout,
             tracing_enabled=True,

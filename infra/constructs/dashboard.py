@@ -1,6 +1,7 @@
 """The CloudWatch dashboard: latency percentiles per operation, throughput, 4xx/5xx,
 cache hit rate, provisioned concurrency utilization, cold starts, top-score drift,
-and the queue. Operations come from the routes table, so new routes show up."""
+the queue, storage faults and compaction. Operations come from the routes table, so
+new routes show up."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class ServiceDashboardProps:
     queue: sqs.IQueue
     dead_letters: sqs.IQueue
     alarms: Sequence[cloudwatch.IAlarm]
+    storage_faults: cloudwatch.IMetric | None = None  # ingest jobs held back by storage faults
+    compaction: lambda_.IFunction | None = None  # the compaction function
 
 
 class ServiceDashboard(Construct):
@@ -120,3 +123,18 @@ class ServiceDashboard(Construct):
                                                                                         label="dead letters")],
                 right=[props.queue.metric_approximate_age_of_oldest_message(period=minute, label="oldest (s)")]),
         )
+        compaction: list[cloudwatch.IWidget] = []
+        if props.storage_faults is not None:
+            compaction.append(cloudwatch.GraphWidget(
+                title="Storage faults (ingest jobs held back)", width=12, height=6,
+                left=[props.storage_faults.with_(label="held back", period=Duration.minutes(5))]))
+        if props.compaction is not None:
+            five = Duration.minutes(5)
+            compaction.append(cloudwatch.GraphWidget(
+                title="Compaction runs", width=12, height=6,
+                left=[props.compaction.metric_invocations(period=five, label="runs"),
+                      props.compaction.metric_errors(period=five, label="errors"),
+                      props.compaction.metric_throttles(period=five, label="waiting (throttled)")],
+                right=[props.compaction.metric_duration(period=five, statistic="Maximum", label="longest (ms)")]))
+        if compaction:
+            self.dashboard.add_widgets(*compaction)

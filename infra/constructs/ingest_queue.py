@@ -1,7 +1,9 @@
 """SQS FIFO: the ingest queue (message group = collection, so one writer per
 collection) and its dead-letter queue. Content-based deduplication is off: the
 producer sets MessageDeduplicationId (the job id), so a replayed request is dropped
-however its body is serialised."""
+however its body is serialised. Poison messages reach the dead-letter queue through
+the consumer (``ragserve.ingest.consumer``), not through SQS's redrive, which is only
+a safety net (``IngestQueueProps.max_receives``)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,14 @@ from constructs import Construct
 @dataclass(frozen=True, slots=True)
 class IngestQueueProps:
     consumer_timeout: Duration
-    max_receives: int = 5  # then the message goes to the DLQ (and the DLQ alarm)
+    # Only a safety net: the consumer moves poison messages to the DLQ itself after
+    # consumer.MAX_ATTEMPTS (5) receives (RAGSERVE_DEAD_LETTER_URL).
+    # A storage fault is not the messages' fault: the consumer defers them with
+    # ChangeMessageVisibility, backing off up to 15 minutes, and they must wait in the
+    # queue until the store is repaired, however many receives that takes. 1000 receives
+    # at up to 15 minutes each is ~10 days: a message held back that long still reaches
+    # the DLQ (and its alarm) before the 14 days of retention could drop it.
+    max_receives: int = 1000
     retention: Duration = Duration.days(14)
 
 

@@ -79,10 +79,19 @@ def seed_demo_collection(log) -> None:
     from ragserve.stores import open_store
 
     store = open_store(settings.store)
-    if store.current(name) is not None:
+    current = store.current(name)
+    if current is not None:
+        from ragserve.segments.migrate import is_old_format, migrate_collection
+
+        if is_old_format(settings.store.data_dir, name, current):  # a data dir of an older ragserve
+            manifest = migrate_collection(store, settings.store.data_dir, name,
+                                          settings.store.data_dir / "scratch" / "migrate",
+                                          hnsw_min_rows=settings.index.hnsw_min_rows)
+            log.info("demo collection migrated to segments", extra={"collection": name,
+                                                                  "version": manifest.version})
         return
-    from ragserve.ingest.bulk import embed_shard, merge_shards
-    from ragserve.ingest.writer import index_params
+    from ragserve.ingest.jobs import IngestJob
+    from ragserve.ingest.writer import CollectionWriter
     from ragserve.local.demo import demo_documents
     from ragserve.model.encoder import load_encoder
 
@@ -91,10 +100,9 @@ def seed_demo_collection(log) -> None:
     except ImportError:
         log.warning("demo collection skipped: install the demo extra (chatterbot-corpus, pyyaml)")
         return
-    encoder = load_encoder(settings=settings.encoder)
-    version = merge_shards(store, name, [embed_shard(encoder, documents)], model_id=encoder.model_id,
-                           params=index_params(settings.index), scratch_dir=settings.store.data_dir / "scratch",
-                           threads=encoder.threads)
+    writer = CollectionWriter(store, load_encoder(settings=settings.encoder), settings.index,
+                              settings.store.data_dir / "scratch")
+    version = writer.apply(name, [IngestJob("demo-seed", 0, name, tuple(documents))]).version
     log.info("demo collection built", extra={"collection": name, "documents": len(documents), "version": version})
 
 
@@ -133,7 +141,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         print(f"ragserve: {args.event} is not valid JSON: {exc}", file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module(f"functions.{args.function}.handler")
+        module = importlib.import_module({"compact": "functions.ingest.compact"}.get(
+            args.function, f"functions.{args.function}.handler"))
     except ModuleNotFoundError:
         print(f"ragserve: no function {args.function!r} (expected functions/{args.function}/handler.py)",
               file=sys.stderr)
@@ -147,9 +156,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 def cmd_index_build(args: argparse.Namespace) -> int:
     _local_env()
     from ragserve.errors import RagserveError
-    from ragserve.index.ann import IndexParams
     from ragserve.ingest.bulk import build_collection, read_documents
+    from ragserve.ingest.writer import CollectionWriter
     from ragserve.local.logs import local_logger
+    from ragserve.model.encoder import load_encoder
     from ragserve.progress import Progress
     from ragserve.settings import IngestSettings
     from ragserve.snapshots.format import validate_collection as check_collection_name
@@ -164,16 +174,83 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     except (OSError, RagserveError) as exc:
         print(f"ragserve: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
-    params = IndexParams(dtype=args.dtype or settings.index.dtype, connectivity=settings.index.connectivity,
-                         expansion_add=settings.index.expansion_add,
-                         expansion_search=settings.index.expansion_search)
+    index = settings.index.model_copy(update={"dtype": args.dtype}) if args.dtype else settings.index
+    writer = CollectionWriter(open_store(settings.store), load_encoder(settings=settings.encoder), index,
+                              settings.store.data_dir / "scratch", log=log)
     progress = Progress(len(documents), f"embedding {args.collection}", log=log)
-    version = build_collection(documents, args.collection, open_store(settings.store),
-                               encoder_settings=settings.encoder, params=params,
-                               scratch_dir=settings.store.data_dir / "scratch", workers=args.workers,
-                               progress=progress)
-    result = {"collection": args.collection, "version": version, "documents": len(documents), "dtype": params.dtype}
+    version = build_collection(documents, args.collection, writer, encoder_settings=settings.encoder,
+                               max_segment_rows=settings.compaction.max_segment_rows, replace=args.replace,
+                               workers=args.workers, progress=progress)
+    manifest = writer.store.manifest(args.collection, version)
+    result = {"collection": args.collection, "version": version, "documents": manifest.count,
+              "loaded": len(documents), "dtype": manifest.dtype, "replace": args.replace}
     log.info("index built", extra=result)
+    sys.stdout.write(orjson_dumps(result) + "\n")
+    return 0
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    """verify / repair / list the collections of the configured store."""
+    _local_env()
+    from ragserve.segments.verify import repair_collection, verify_collection
+    from ragserve.settings import IngestSettings
+    from ragserve.snapshots.errors import SnapshotError
+    from ragserve.stores import open_store
+
+    settings = IngestSettings.from_env()
+    store = open_store(settings.store)
+    cache = settings.store.data_dir / "scratch" / "verify"
+    names = [args.collection] if getattr(args, "collection", None) else store.collections()
+    try:
+        if args.collections_command == "list":
+            out = []
+            for name in names:
+                manifest = store.live_manifest(name)
+                out.append({"collection": name, "version": manifest.version, "documents": manifest.count,
+                            "segments": len(manifest.segments), "deleted_rows": manifest.deleted})
+            sys.stdout.write(orjson_dumps(out) + "\n")
+            return 0
+        if args.collections_command == "migrate":
+            from ragserve.segments.migrate import migrate_collection
+
+            manifest = migrate_collection(store, settings.store.data_dir, args.collection,
+                                          settings.store.data_dir / "scratch" / "migrate",
+                                          hnsw_min_rows=settings.index.hnsw_min_rows)
+            sys.stdout.write(orjson_dumps({"collection": args.collection, "version": manifest.version,
+                                           "documents": manifest.count}) + "\n")
+            return 0
+        if args.collections_command == "verify":
+            reports = [verify_collection(store, name, cache) for name in names]
+            sys.stdout.write(orjson_dumps([r.to_dict() for r in reports]) + "\n")
+            return 0 if all(r.ok for r in reports) else 1
+        report = repair_collection(store, args.collection, cache, to_version=args.to_version)
+    except (ValueError, SnapshotError) as exc:
+        print(f"ragserve: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    sys.stdout.write(orjson_dumps(report.to_dict()) + "\n")
+    return 0 if report.ok else 1
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    """The ingest queue's dead letters: counts, and redrive (locally, or on AWS with
+    RAGSERVE_QUEUE_URL and RAGSERVE_DEAD_LETTER_URL set)."""
+    _local_env()
+    from ragserve.ingest.queue import LocalJobQueue, SqsJobQueue
+    from ragserve.settings import IngestSettings
+
+    settings = IngestSettings.from_env()
+    if settings.queue_url:
+        queue = SqsJobQueue(settings.queue_url, dead_letter_url=settings.dead_letter_url)
+        if args.queue_command == "redrive":
+            result = {"redriven": queue.redrive()}
+        else:
+            attrs = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            result = {name: queue.client.get_queue_attributes(QueueUrl=url, AttributeNames=attrs)["Attributes"]
+                      for name, url in (("queue", settings.queue_url), ("dead_letters", settings.dead_letter_url))
+                      if url}
+    else:
+        queue = LocalJobQueue(settings.store.data_dir / "queue.sqlite3")
+        result = {"redriven": queue.redrive(args.collection)} if args.queue_command == "redrive" else queue.counts()
     sys.stdout.write(orjson_dumps(result) + "\n")
     return 0
 
@@ -223,7 +300,28 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--collection", required=True)
     build.add_argument("--dtype", choices=["f16", "i8", "b1"], default=None, help="default: RAGSERVE_INDEX_DTYPE")
     build.add_argument("--workers", type=int, default=None, help="embedding processes (default: one per CPU)")
+    build.add_argument("--replace", action="store_true",
+                       help="make these documents the whole collection (default: append; a document already "
+                            "there under the same id is replaced)")
     build.set_defaults(func=cmd_index_build)
+    collections = sub.add_parser("collections", help="list, verify and repair collections in the store")
+    commands = collections.add_subparsers(dest="collections_command", required=True)
+    for name, text in (("list", "live version, documents and segments of each collection"),
+                       ("verify", "check CURRENT, the live manifest and every blob (sha256); exit 1 on a problem"),
+                       ("repair", "point CURRENT at a version that verifies"),
+                       ("migrate", "move a local collection of an older ragserve (format 1) to segments")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--collection", required=name in ("repair", "migrate"))
+        if name == "repair":
+            command.add_argument("--to-version", type=int, default=None,
+                                 help="an older version to make live (drops what only newer versions hold)")
+        command.set_defaults(func=cmd_collections)
+    queue = sub.add_parser("queue", help="the ingest queue: counts and dead-letter redrive")
+    queue_commands = queue.add_subparsers(dest="queue_command", required=True)
+    queue_commands.add_parser("counts", help="messages by state").set_defaults(func=cmd_queue)
+    redrive = queue_commands.add_parser("redrive", help="move dead-lettered jobs back to the queue, in order")
+    redrive.add_argument("--collection", default=None, help="locally: only this collection's jobs")
+    redrive.set_defaults(func=cmd_queue)
     from ragserve.keys.cli import add_keys_parser  # `ragserve keys ...` (AWS: DynamoDB + API Gateway)
 
     add_keys_parser(sub)

@@ -43,10 +43,19 @@ class Env:
     MAX_OFFSET = "RAGSERVE_MAX_OFFSET"
     MAX_DOCUMENTS = "RAGSERVE_MAX_DOCUMENTS"
     QUEUE_URL = "RAGSERVE_QUEUE_URL"
+    DEAD_LETTER_URL = "RAGSERVE_DEAD_LETTER_URL"
+    COMPACTION_FUNCTION = "RAGSERVE_COMPACTION_FUNCTION"
     INDEX_DTYPE = "RAGSERVE_INDEX_DTYPE"
     INDEX_CONNECTIVITY = "RAGSERVE_INDEX_CONNECTIVITY"
     INDEX_EXPANSION_ADD = "RAGSERVE_INDEX_EXPANSION_ADD"
     INDEX_EXPANSION_SEARCH = "RAGSERVE_INDEX_EXPANSION_SEARCH"
+    INDEX_HNSW_MIN_ROWS = "RAGSERVE_INDEX_HNSW_MIN_ROWS"
+    SEGMENTS_PER_TIER = "RAGSERVE_SEGMENTS_PER_TIER"
+    MAX_MERGE_AT_ONCE = "RAGSERVE_MAX_MERGE_AT_ONCE"
+    MAX_SEGMENT_ROWS = "RAGSERVE_MAX_SEGMENT_ROWS"
+    DELETES_PCT_ALLOWED = "RAGSERVE_DELETES_PCT_ALLOWED"
+    COMPACTION_ENABLED = "RAGSERVE_COMPACTION_ENABLED"
+    RETENTION_SECONDS = "RAGSERVE_RETENTION_SECONDS"
     DEMO_COLLECTION = "RAGSERVE_DEMO_COLLECTION"
     # AWS resources (set by the CDK stack) and the ops / authorizer functions
     STAGE = "RAGSERVE_STAGE"
@@ -192,12 +201,39 @@ class IndexSettings(_EnvSettings):
         "connectivity": Env.INDEX_CONNECTIVITY,
         "expansion_add": Env.INDEX_EXPANSION_ADD,
         "expansion_search": Env.INDEX_EXPANSION_SEARCH,
+        "hnsw_min_rows": Env.INDEX_HNSW_MIN_ROWS,
     }
 
     dtype: Literal["f16", "i8", "b1"] = "f16"
     connectivity: int = Field(default=16, ge=4, le=128)
     expansion_add: int = Field(default=128, ge=8, le=4096)
     expansion_search: int = Field(default=64, ge=8, le=4096)
+    # A segment of fewer rows gets no HNSW graph and is searched exactly (fresh writes).
+    hnsw_min_rows: int = Field(default=4096, ge=1)
+
+
+class CompactionSettings(_EnvSettings):
+    """The tiered merge policy (``ragserve.segments.policy``) and retention."""
+
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "enabled": Env.COMPACTION_ENABLED,
+        "segments_per_tier": Env.SEGMENTS_PER_TIER,
+        "max_merge_at_once": Env.MAX_MERGE_AT_ONCE,
+        "max_segment_rows": Env.MAX_SEGMENT_ROWS,
+        "deletes_pct_allowed": Env.DELETES_PCT_ALLOWED,
+        "retention_seconds": Env.RETENTION_SECONDS,
+    }
+
+    enabled: bool = True
+    segments_per_tier: int = Field(default=10, ge=2, le=100)
+    max_merge_at_once: int = Field(default=10, ge=2, le=100)
+    # A merge never builds a segment larger than this: an HNSW build of 500k x 384 takes
+    # about 340 s on 2 cores (1.48k rows/s measured), well inside one Lambda's 15 minutes.
+    max_segment_rows: int = Field(default=500_000, ge=1_000)
+    deletes_pct_allowed: float = Field(default=20.0, ge=1.0, le=50.0)
+    # Versions published within this window (and the live one) are kept with every blob
+    # they reference; older manifests and unreferenced blobs are deleted.
+    retention_seconds: float = Field(default=3_600.0, ge=0)
 
 
 class SearchLimits(_EnvSettings):
@@ -239,7 +275,10 @@ class IngestSettings(BaseModel):
     limits: Limits
     store: StoreSettings
     index: IndexSettings
+    compaction: CompactionSettings = Field(default_factory=CompactionSettings)
     queue_url: str = ""  # SQS FIFO queue; empty: the local durable queue under data_dir
+    dead_letter_url: str = ""  # its dead-letter queue (the consumer moves poison messages there)
+    compaction_function: str = ""  # AWS: invoked (async) after a publish that leaves a merge to do
     idempotency_table: str = ""  # DynamoDB (Powertools idempotency); empty: a SQLite file under data_dir
     max_documents: int = Field(default=100, ge=1)  # per POST
 
@@ -252,7 +291,10 @@ class IngestSettings(BaseModel):
             raise SettingsError(f"{Env.MAX_DOCUMENTS}: not an integer") from None
         return cls(encoder=EncoderSettings.from_env(environ), limits=Limits.from_env(environ),
                    store=StoreSettings.from_env(environ), index=IndexSettings.from_env(environ),
-                   queue_url=env.get(Env.QUEUE_URL, ""), idempotency_table=env.get(Env.IDEMPOTENCY_TABLE, ""),
+                   compaction=CompactionSettings.from_env(environ), queue_url=env.get(Env.QUEUE_URL, ""),
+                   dead_letter_url=env.get(Env.DEAD_LETTER_URL, ""),
+                   compaction_function=env.get(Env.COMPACTION_FUNCTION, ""),
+                   idempotency_table=env.get(Env.IDEMPOTENCY_TABLE, ""),
                    max_documents=max_documents)
 
 

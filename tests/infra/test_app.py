@@ -99,6 +99,20 @@ def test_stage_settings_are_validated():
         stage_configs({"dev": {}}, "prod", TIERS)
 
 
+def test_compaction_function_runs_one_at_a_time_unless_the_stage_says_otherwise():
+    specs = {spec.name: spec for spec in FUNCTIONS}
+    compact = specs["compact"]
+    assert compact.cmd == "functions.ingest.compact.lambda_handler"
+    assert (compact.memory_mb, compact.timeout_s, compact.ephemeral_mb) == (4096, 900, 10240)
+    assert not compact.live_alias and not compact.in_api and not compact.provisioned
+    default = StageConfig.from_context("dev", {}, TIERS)
+    assert default.function(compact).reserved_concurrency == 1
+    assert default.function(specs["embed"]).reserved_concurrency is None  # no cap unless the stage sets one
+    stage = StageConfig.from_context("dev", {"reserved_concurrency": {"compact": 2, "embed": 7}}, TIERS)
+    assert stage.function(compact).reserved_concurrency == 2
+    assert stage.function(specs["embed"]).reserved_concurrency == 7
+
+
 def test_stage_tiers_override_the_shared_ones():
     config = StageConfig.from_context("dev", {"tiers": {"free": {"rate_limit": 1, "burst_limit": 2, "quota": 3}}},
                                       {**TIERS, "pro": {"rate_limit": 9, "burst_limit": 9, "quota": 9}})

@@ -10,6 +10,8 @@ import pytest
 from aws_cdk.assertions import Match
 
 from infra.config import FUNCTIONS
+from ragserve.ingest.consumer import MAX_ATTEMPTS
+from ragserve.ingest.queue import storage_fault_delay
 from ragserve.routes import ROUTES
 from ragserve.settings import Env
 
@@ -32,6 +34,30 @@ def logical_id(synthesis, stage: str, construct) -> str:
 
 def flat(value) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def statements(template: dict, role_policy_prefix: str) -> list[dict]:
+    """The statements of the default policy of a function's role (``<Name>FunctionServiceRole...``)."""
+    return [st for key, policy in resources(template, "AWS::IAM::Policy").items()
+            if key.startswith(f"{role_policy_prefix}FunctionServiceRoleDefaultPolicy")
+            for st in policy["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def actions_on(found: list[dict], resource) -> set[str]:
+    actions: set[str] = set()
+    for st in found:
+        targets = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if resource in targets and st["Effect"] == "Allow":
+            actions |= set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+    return actions
+
+
+def definition(machine: dict) -> dict:
+    """A state machine's definition as a dict (references replaced by a placeholder)."""
+    body = machine["DefinitionString"]
+    if isinstance(body, dict):
+        body = "".join(part if isinstance(part, str) else "<ref>" for part in body["Fn::Join"][1])
+    return json.loads(body)
 
 
 # ----------------------------------------------------------------------- functions
@@ -67,6 +93,11 @@ def test_memory_timeout_and_reserved_concurrency_follow_the_stage(synthesis, cdk
         assert by_name["shard"]["Timeout"] == 900 and by_name["merge"]["EphemeralStorage"]["Size"] == 10240
         for name, cap in config["reserved_concurrency"].items():
             assert by_name[name]["ReservedConcurrentExecutions"] == cap
+        # compaction: a capped merge fits in 15 minutes; one at a time unless the stage says otherwise
+        compact = by_name["compact"]
+        memory = config.get("functions", {}).get("compact", {}).get("memory_mb", 4096)
+        assert (compact["Timeout"], compact["MemorySize"], compact["EphemeralStorage"]["Size"]) == (900, memory, 10240)
+        assert compact["ReservedConcurrentExecutions"] == config["reserved_concurrency"].get("compact", 1)
     prod_merge = next(f for f in props(synthesis.templates["prod"], "AWS::Lambda::Function")
                       if f["FunctionName"].endswith("-merge"))
     assert prod_merge["MemorySize"] == 10240  # the prod override
@@ -83,6 +114,13 @@ def test_environment_names_come_from_ragserve_settings(synthesis):
     assert by_name["search"][Env.STORE] == "s3" and Env.SNAPSHOT_BUCKET in by_name["search"]
     assert "rediss://" in flat(by_name["search"][Env.QUERY_CACHE_URL])
     assert Env.QUEUE_URL in by_name["ingest"] and Env.IDEMPOTENCY_TABLE in by_name["ingest"]
+    stack = synthesis.stack("prod")
+    assert by_name["ingest"][Env.DEAD_LETTER_URL] == {"Ref": logical_id(synthesis, "prod",
+                                                                        stack.ingest_queue.dead_letters)}
+    assert by_name["ingest"][Env.COMPACTION_FUNCTION] == {"Ref": logical_id(synthesis, "prod",
+                                                                            stack.functions["compact"].function)}
+    assert set(by_name["compact"]) == {Env.STAGE, "POWERTOOLS_LOG_LEVEL", Env.STORE, Env.SNAPSHOT_BUCKET}
+    assert by_name["compact"][Env.STORE] == "s3"
     assert by_name["ops"][Env.METRICS_SOURCE] == "cloudwatch" and Env.KEYS_TABLE in by_name["ops"]
     assert set(by_name["authorizer"]) == {Env.STAGE, Env.KEYS_TABLE, "POWERTOOLS_LOG_LEVEL"}
 
@@ -287,7 +325,11 @@ def test_ingest_queue_is_fifo_with_a_dlq_and_producer_deduplication(prod, synthe
     assert all(q["FifoQueue"] is True and q["ContentBasedDeduplication"] is False for q in queues)
     assert all(q["SqsManagedSseEnabled"] is True for q in queues)
     [main] = [q for q in queues if "RedrivePolicy" in q]
-    assert main["RedrivePolicy"]["maxReceiveCount"] == 5
+    # a safety net only: the consumer dead-letters poison itself after MAX_ATTEMPTS, and defers
+    # storage faults (up to 15 min each) for as long as the store is broken, within retention
+    receives = main["RedrivePolicy"]["maxReceiveCount"]
+    assert receives == 1000 and receives > 100 * MAX_ATTEMPTS
+    assert receives * storage_fault_delay(receives) < main["MessageRetentionPeriod"] == 14 * 86_400
     ingest_timeout = next(f["Timeout"] for f in props(synthesis.templates["prod"], "AWS::Lambda::Function")
                           if f["FunctionName"].endswith("-ingest"))
     assert main["VisibilityTimeout"] >= 6 * ingest_timeout
@@ -313,7 +355,8 @@ def test_network_is_isolated_with_endpoints_and_flow_logs(prod, synthesis):
     endpoints = props(template, "AWS::EC2::VPCEndpoint")
     kinds = sorted((e.get("VpcEndpointType", "Gateway"), flat(e["ServiceName"]).split(".")[-1].strip('"]}'))
                    for e in endpoints)
-    assert kinds == [("Gateway", "dynamodb"), ("Gateway", "s3"), ("Interface", "monitoring"), ("Interface", "sqs")]
+    assert kinds == [("Gateway", "dynamodb"), ("Gateway", "s3"), ("Interface", "lambda"), ("Interface", "monitoring"),
+                     ("Interface", "sqs")]
     prod.resource_count_is("AWS::EC2::FlowLog", 1)
 
 
@@ -328,6 +371,108 @@ def test_bulk_state_machine_runs_a_distributed_map_over_s3_then_the_merge(synthe
         assert fid in definition
     assert machine["TracingConfiguration"] == {"Enabled": True}
     assert machine["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_bulk_state_machine_defaults_replace_to_false_and_passes_it_to_shards_and_merge(synthesis):
+    [machine] = props(synthesis.templates["prod"], "AWS::StepFunctions::StateMachine")
+    found = definition(machine)
+    states = found["States"]
+    # THEN the first state puts {"replace": false} beside the input, the next merges the input over it
+    assert found["StartAt"] == "Defaults" and states["Defaults"]["Type"] == "Pass"
+    assert states["Defaults"]["Parameters"] == {"defaults": {"replace": False}, "input.$": "$"}
+    apply = states[states["Defaults"]["Next"]]
+    assert apply["Type"] == "Pass" and apply["OutputPath"] == "$.args"
+    assert apply["Parameters"] == {"args.$": "States.JsonMerge($.defaults, $.input, false)"}
+    # AND a replace that is not a boolean ("false" is truthy to the handlers) fails before anything runs
+    check = states[apply["Next"]]
+    assert check["Type"] == "Choice"
+    assert check["Choices"] == [{"Variable": "$.replace", "IsBoolean": True, "Next": "EmbedShards"}]
+    assert states[check["Default"]]["Type"] == "Fail"
+    # AND both the shards and the final commit get it
+    embed = states["EmbedShards"]
+    assert embed["ItemSelector"]["replace.$"] == "$.replace"
+    assert embed["ItemProcessor"]["States"]["EmbedShard"]["Parameters"]["replace.$"] == "$.replace"
+    merge = states[embed["Next"]]
+    assert merge["Parameters"]["replace.$"] == "$.replace" and merge.get("End") is True
+
+
+def test_bulk_defaults_behave_as_step_functions_evaluates_them(synthesis):
+    """The two Pass states by hand (shallow States.JsonMerge: the second object wins)."""
+    [machine] = props(synthesis.templates["prod"], "AWS::StepFunctions::StateMachine")
+    states = definition(machine)["States"]
+    defaults = states["Defaults"]["Parameters"]["defaults"]
+    for given, replace in (({}, False), ({"replace": True}, True), ({"replace": False}, False)):
+        start = {"collection": "docs", "job_id": "j1", "prefix": "bulk/j1/shards/", **given}
+        after = {**defaults, **start}  # Defaults, then ApplyDefaults
+        assert after == {"collection": "docs", "job_id": "j1", "prefix": "bulk/j1/shards/", "replace": replace}
+
+
+# ---------------------------------------------------------------------- compaction
+
+
+def test_compaction_function_runs_on_a_schedule_one_at_a_time(synthesis, prod):
+    stack = synthesis.stack("prod")
+    compact = logical_id(synthesis, "prod", stack.functions["compact"].function)
+    # THEN an EventBridge rule runs it every 15 minutes with the scheduled event (no collection)
+    [rule] = [r for r in props(synthesis.templates["prod"], "AWS::Events::Rule")
+              if any(t["Arn"] == {"Fn::GetAtt": [compact, "Arn"]} for t in r["Targets"])]
+    assert rule["ScheduleExpression"] == "rate(15 minutes)" and rule["State"] == "ENABLED"
+    assert all("Input" not in t for t in rule["Targets"])
+    prod.has_resource_properties("AWS::Lambda::Permission", {
+        "Action": "lambda:InvokeFunction", "Principal": "events.amazonaws.com",
+        "FunctionName": {"Fn::GetAtt": [compact, "Arn"]}})
+    # AND async events (schedule, triggers) wait at most an hour and are not retried: the next run does it
+    prod.has_resource_properties("AWS::Lambda::EventInvokeConfig", {
+        "FunctionName": {"Ref": compact}, "Qualifier": "$LATEST", "MaximumRetryAttempts": 0,
+        "MaximumEventAgeInSeconds": 3600})
+    # AND it is no API target and has no alias
+    assert "compact" not in stack.aliases
+    assert not [r for r in ROUTES if r.function == "compact"]
+
+
+def test_compaction_function_reads_writes_and_deletes_snapshots_only(synthesis):
+    template = synthesis.templates["prod"]
+    stack = synthesis.stack("prod")
+    bucket = logical_id(synthesis, "prod", stack.storage.bucket)
+    found = statements(template, "Compact")
+    objects = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/*"]]}
+    assert actions_on(found, objects) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                          "s3:AbortMultipartUpload"}
+    assert actions_on(found, {"Fn::GetAtt": [bucket, "Arn"]}) == {"s3:ListBucket"}
+    # nothing else but X-Ray
+    other = [st for st in found if st["Resource"] not in (objects, {"Fn::GetAtt": [bucket, "Arn"]})]
+    assert [set(st["Action"]) for st in other] == [{"xray:PutTraceSegments", "xray:PutTelemetryRecords"}]
+
+
+def test_ingest_function_may_trigger_compaction_and_settle_its_own_messages(synthesis):
+    template = synthesis.templates["prod"]
+    stack = synthesis.stack("prod")
+    found = statements(template, "Ingest")
+    compact = logical_id(synthesis, "prod", stack.functions["compact"].function)
+    queue = logical_id(synthesis, "prod", stack.ingest_queue.queue)
+    dead_letters = logical_id(synthesis, "prod", stack.ingest_queue.dead_letters)
+    # THEN it invokes the compaction function (the function itself: no version wildcard)
+    assert actions_on(found, {"Fn::GetAtt": [compact, "Arn"]}) == {"lambda:InvokeFunction"}
+    assert not [st for st in found if "lambda:InvokeFunction" in flat(st["Action"])
+                and st["Resource"] != {"Fn::GetAtt": [compact, "Arn"]}]
+    # AND defers (ChangeMessageVisibility) and removes (DeleteMessage) queue messages itself
+    assert {"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:SendMessage"} <= \
+        actions_on(found, {"Fn::GetAtt": [queue, "Arn"]})
+    # AND moves poison messages to the DLQ, where it may only send
+    assert actions_on(found, {"Fn::GetAtt": [dead_letters, "Arn"]}) == {"sqs:SendMessage"}
+
+
+def test_lambda_endpoint_lets_the_functions_reach_lambda_from_the_isolated_subnets(synthesis, prod):
+    stack = synthesis.stack("prod")
+    endpoint = stack.compaction.endpoint
+    found = synthesis.templates["prod"]["Resources"][logical_id(synthesis, "prod", endpoint)]["Properties"]
+    assert found["VpcEndpointType"] == "Interface" and found["PrivateDnsEnabled"] is True
+    assert flat(found["ServiceName"]).endswith('.lambda"')
+    [group] = found["SecurityGroupIds"]
+    functions_sg = logical_id(synthesis, "prod", stack.network.functions_security_group)
+    prod.has_resource_properties("AWS::EC2::SecurityGroupIngress", {
+        "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "GroupId": group,
+        "SourceSecurityGroupId": {"Fn::GetAtt": [functions_sg, "GroupId"]}})
 
 
 # ------------------------------------------------------------------------ monitoring
@@ -364,6 +509,55 @@ def test_the_four_service_alarms_with_their_thresholds_and_topics(synthesis):
     assert "100 * MAX([" in memory and memory.count("MaxMemoryUsedMB-ragserve-prod-") == len(FUNCTIONS)
 
 
+def emitted_storage_faults(capsys, monkeypatch) -> dict:
+    """The EMF blob the ingest function's consumer prints after a batch with storage faults."""
+    from ragserve.observability.telemetry import Telemetry
+
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE", raising=False)
+    telemetry = Telemetry("ingest")  # as functions/ingest/handler.py names it
+    capsys.readouterr()
+    with telemetry.invocation():
+        telemetry.record_writes([], 0)
+        telemetry.record_storage_faults(2)
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"StorageFaults"' in line]
+    [blob] = blobs
+    return blob
+
+
+def test_storage_faults_alarm_watches_exactly_the_metric_the_ingest_function_emits(synthesis, capsys, monkeypatch):
+    blob = emitted_storage_faults(capsys, monkeypatch)
+    [directive] = blob["_aws"]["CloudWatchMetrics"]
+    [dimension_set] = directive["Dimensions"]
+    assert "StorageFaults" in {m["Name"] for m in directive["Metrics"]}
+    stack = synthesis.stack("prod")
+    page = {"Ref": stack.get_logical_id(stack.topics.page.node.default_child)}
+    for stage in ("dev", "prod"):
+        found = alarm(synthesis, stage, "storage-faults")
+        # THEN namespace, name and the complete dimension set match the EMF blob
+        assert (found["Namespace"], found["MetricName"]) == (directive["Namespace"], "StorageFaults")
+        assert sorted((d["Name"], d["Value"]) for d in found["Dimensions"]) == \
+            sorted((name, blob[name]) for name in dimension_set)
+        # AND any fault in each of 3 five-minute periods pages; sparse retries (backoff up to
+        # 15 min) keep the state instead of clearing it
+        assert (found["Statistic"], found["Period"], found["Threshold"], found["ComparisonOperator"]) == \
+            ("Sum", 300, 0, "GreaterThanThreshold")
+        assert (found["EvaluationPeriods"], found["DatapointsToAlarm"], found["TreatMissingData"]) == (3, 3, "ignore")
+    assert alarm(synthesis, "prod", "storage-faults")["AlarmActions"] == [page]
+
+
+def test_dead_letter_queue_alarm(synthesis):
+    stack = synthesis.stack("prod")
+    notify = {"Ref": stack.get_logical_id(stack.topics.notify.node.default_child)}
+    dead_letters = logical_id(synthesis, "prod", stack.ingest_queue.dead_letters)
+    found = alarm(synthesis, "prod", "dead-letters")
+    assert (found["Namespace"], found["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert found["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dead_letters, "QueueName"]}}]
+    assert (found["Threshold"], found["ComparisonOperator"], found["EvaluationPeriods"]) == \
+        (0, "GreaterThanThreshold", 1)
+    assert found["AlarmActions"] == found["OKActions"] == [notify]
+
+
 def test_memory_metric_filters_read_lambda_report_lines(prod, synthesis):
     filters = props(synthesis.templates["prod"], "AWS::Logs::MetricFilter")
     assert len(filters) == len(FUNCTIONS)
@@ -377,10 +571,16 @@ def test_dashboard_shows_latency_throughput_errors_cache_concurrency_cold_starts
     body = flat(dashboard["DashboardBody"])
     for title in ("Latency p50 by operation", "Latency p95 by operation", "Latency p99 by operation",
                   "Throughput", "API 4xx / 5xx", "Cache hit rate", "Provisioned concurrency utilization",
-                  "Cold starts", "Top-1 similarity (drift signal)", "Ingest queue"):
+                  "Cold starts", "Top-1 similarity (drift signal)", "Ingest queue", "Storage faults",
+                  "Compaction runs"):
         assert title in body, title
     for route in ROUTES:
         assert f'\\"Operation\\",\\"{route.operation}\\"' in body, route
+    # the alarm widget lists every service alarm, the new storage-faults and dead-letters too
+    stack = synthesis.stack("prod")
+    for construct in (stack.alarms.error_rate, stack.alarms.latency_p99, stack.alarms.health, stack.alarms.memory,
+                      stack.alarms.storage_faults, stack.alarms.dead_letters):
+        assert stack.get_logical_id(construct.node.default_child) in body
 
 
 def test_health_canary_calls_health_over_https(prod, synthesis, cdk_context):
@@ -422,7 +622,7 @@ def test_outputs_name_what_operators_need(synthesis):
         outputs = synthesis.templates[stage]["Outputs"]
         for name in ("ApiUrl", "HealthUrl", "KeysTableName", "EmbeddingCacheTableName", "IdempotencyTableName",
                      "SnapshotBucketName", "IngestQueueUrl", "BulkStateMachineArn", "PageTopicArn",
-                     "NotifyTopicArn", "QueryCacheEndpoint", "Stage"):
+                     "NotifyTopicArn", "QueryCacheEndpoint", "CompactionFunctionName", "Stage"):
             assert name in outputs, (stage, name)
         assert outputs["Stage"]["Value"] == stage
 

@@ -138,11 +138,29 @@ def disposable_redis():
         server.stop()
 
 
-def live_document_ids(store, collection: str, dest_dir) -> set[str]:
-    """The ids in ``collection``'s live version, read from its verified snapshot files
-    (the ground truth for "no accepted document was lost")."""
-    import json
+def live_records(store, collection: str, cache_dir) -> dict[str, dict]:
+    """Every live document of ``collection``'s live version by id, read from its verified
+    segment files and deletion vectors: the ground truth for "no accepted document was
+    lost". An id live in two rows (a write or a merge that doubled it) fails the test."""
+    from ragserve.segments.files import read_deletes, read_records
 
-    directory = store.fetch(collection, store.require_current(collection), dest_dir)
-    with (directory / "docs.jsonl").open(encoding="utf-8") as f:
-        return {json.loads(line)["id"] for line in f if line.strip()}
+    manifest = store.manifest(collection, store.require_current(collection))
+    found: dict[str, dict] = {}
+    for entry in manifest.segments:
+        records = read_records(store.blob(collection, entry.docs, cache_dir))
+        assert len(records) == entry.rows, f"segment {entry.id}: {len(records)} documents for {entry.rows} rows"
+        deleted: set[int] = set()
+        if entry.deletes is not None:
+            deleted = set(read_deletes(store.blob(collection, entry.deletes, cache_dir), entry.rows).tolist())
+        for row, record in enumerate(records):
+            if row in deleted:
+                continue
+            assert record["id"] not in found, f"document {record['id']!r} is live twice (segment {entry.id})"
+            found[record["id"]] = record
+    assert len(found) == manifest.count, f"{len(found)} live rows, the manifest counts {manifest.count}"
+    return found
+
+
+def live_document_ids(store, collection: str, cache_dir) -> set[str]:
+    """The ids in ``collection``'s live version (see ``live_records``)."""
+    return set(live_records(store, collection, cache_dir))

@@ -8,10 +8,9 @@ import shutil
 
 import pytest
 from test_embed_handler import broken_artifacts
-from test_serve_collections import WRITE_KEY, Server, documents
+from test_serve_collections import WRITE_KEY, Server, assert_exactly_once, documents
 
 from ragserve.snapshots.local import LocalSnapshotStore
-from tests.integration.conftest import live_document_ids
 
 
 @pytest.mark.parametrize("damage", ["missing", "altered"])
@@ -50,7 +49,7 @@ def test_writes_accepted_while_the_model_is_broken_land_once_it_is_repaired(arti
     repaired = Server(data_dir, demo=False, extra_env=env)
     try:
         repaired.wait_for_documents("notes", len(accepted), timeout=60)
-        assert live_document_ids(LocalSnapshotStore(data_dir), "notes", tmp_path / "check") == accepted
+        assert_exactly_once(LocalSnapshotStore(data_dir), "notes", accepted=accepted)
         status, body = repaired.request("POST", "/v1/embed", {"texts": ["hello"]})
         assert status == 200 and len(body["embeddings"]) == 1
     finally:

@@ -106,6 +106,7 @@ def writer(encoder, tmp_path_factory):
                                    st.sampled_from([True, False])), min_size=1, max_size=4))
 def test_any_sqs_batch_is_applied_or_reported_failed_never_raised(writer, messages):
     from ragserve.ingest.consumer import consume
+    from ragserve.ingest.jobs import IngestJob
     from ragserve.local.events import sqs_event
 
     event = sqs_event([{"message_id": f"m{i}", "receipt": f"r{i}", "group": group, "body": body,
@@ -117,10 +118,16 @@ def test_any_sqs_batch_is_applied_or_reported_failed_never_raised(writer, messag
     outcome = consume(event["Records"], writer)
 
     ids = {r["messageId"] for r in event["Records"]}
-    assert set(outcome.failed_message_ids) <= ids
-    for record in event["Records"]:  # an unreadable message is never silently dropped
+    failed = set(outcome.failed_message_ids)
+    assert failed <= ids
+    assert outcome.poison == []  # first receive: retried, never set aside yet
+    assert {r["messageId"] for r in outcome.deferred} <= failed  # a healthy store: no storage fault anyway
+    applied = {r.collection for r in outcome.results}
+    for record in event["Records"]:  # every message applied or reported failed: none dropped
         if not is_json_object(record["body"]):
-            assert record["messageId"] in outcome.failed_message_ids
+            assert record["messageId"] in failed
+        elif record["messageId"] not in failed:
+            assert IngestJob.from_json(record["body"]).collection in applied
     assert outcome.response() == {"batchItemFailures": [{"itemIdentifier": m} for m in outcome.failed_message_ids]}
 
 

@@ -1,5 +1,8 @@
 """The local durable queue keeps SQS FIFO's promises: deduplication, per-group order,
-one batch of a group in flight, visibility timeout, dead letters, durability."""
+one batch of a group in flight, visibility timeout, dead letters, durability; and what
+the consumer needs around storage faults: a deferred message is held back without
+counting toward the dead-letter limit, dead letters are redriven in order, and only
+old applied messages are purged."""
 
 from __future__ import annotations
 
@@ -113,3 +116,112 @@ def test_the_sole_consumer_recovers_messages_in_flight_at_a_crash(tmp_path):
     assert queue.receive(10) == []
     assert queue.recover_in_flight() == 1
     assert [m.message_id for m in queue.receive(10)] == ["job-a-1.0"]
+
+
+def records(messages) -> list[dict]:
+    """What the ingest function hands back to ``defer`` and ``dead_letter``: SQS records."""
+    return [{"messageId": m.message_id, "receiptHandle": m.receipt} for m in messages]
+
+
+def ids(messages) -> list[str]:
+    return [m.message_id for m in messages]
+
+
+def test_a_deferred_message_waits_out_its_backoff_and_keeps_the_group_in_order(tmp_path):
+    queue = LocalJobQueue(tmp_path / "q.sqlite3")
+    queue.send(job("a", 1))
+    queue.send(job("a", 2))
+    queue.send(job("b", 1))
+    queue.defer(records(queue.receive(10)))  # a storage fault: group a is held back
+    assert ids(queue.receive(10)) == ["job-b-1.0"]  # other groups go on
+    assert queue.receive(10) == []  # a's head waits its backoff, and nothing of a jumps ahead of it
+
+
+def test_deferring_does_not_count_toward_max_receives(tmp_path, monkeypatch):
+    monkeypatch.setattr("ragserve.ingest.queue.storage_fault_delay", lambda count: 0)  # no backoff: try at once
+    queue = LocalJobQueue(tmp_path / "q.sqlite3", max_receives=2)
+    queue.send(job("a", 1))
+    queue.send(job("a", 2))
+    for _ in range(10):  # far more tries than max_receives, each refused by a storage fault
+        batch = queue.receive(10)
+        assert ids(batch) == ["job-a-1.0", "job-a-2.0"]
+        assert [m.receive_count for m in batch] == [1, 1]
+        queue.defer(records(batch))
+    assert "dead" not in queue.counts()
+    queue.delete(queue.receive(10))  # the store repaired: they are applied
+    assert queue.counts() == {"done": 2}
+
+
+def test_a_failed_attempt_counts_toward_max_receives(tmp_path):
+    queue = LocalJobQueue(tmp_path / "q.sqlite3", max_receives=3)
+    queue.send(job("a", 1))
+    for _ in range(3):
+        queue.release(queue.receive(10), delay=0)  # not deferred: a failure of the job itself
+    assert queue.receive(10) == []
+    assert queue.counts() == {"dead": 1}
+
+
+def test_dead_letter_then_redrive_brings_messages_back_in_their_order(tmp_path):
+    queue = LocalJobQueue(tmp_path / "q.sqlite3")
+    for n in range(1, 4):
+        queue.send(job("a", n))
+    queue.send(job("b", 1))
+    head = queue.receive(1)
+    queue.dead_letter(records(head))  # poison: a-1 set aside
+    rest = queue.receive(10)
+    assert ids(rest) == ["job-a-2.0", "job-a-3.0"]  # the group goes on without it
+    queue.dead_letter(records(rest))
+    assert ids(queue.receive(10)) == ["job-b-1.0"]
+    assert queue.counts() == {"dead": 3, "pending": 1}
+    assert queue.receive(10) == []  # b in flight, a all dead
+
+    assert queue.redrive(group="nope") == 0
+    assert queue.redrive(group="a") == 3
+    again = queue.receive(10)
+    assert ids(again) == ["job-a-1.0", "job-a-2.0", "job-a-3.0"]  # at their old place, in order
+    assert [m.receive_count for m in again] == [1, 1, 1]  # a fresh count of tries
+    assert "dead" not in queue.counts()
+
+
+def test_redrive_puts_a_message_back_ahead_of_later_ones_of_its_group(tmp_path):
+    queue = LocalJobQueue(tmp_path / "q.sqlite3")
+    queue.send(job("a", 1))
+    queue.dead_letter(records(queue.receive(1)))
+    queue.send(job("a", 2))  # sent after a-1 was set aside
+    assert queue.redrive() == 1
+    assert ids(queue.receive(10)) == ["job-a-1.0", "job-a-2.0"]
+
+
+def test_dead_letter_and_defer_ignore_a_stale_receipt(tmp_path):
+    queue = LocalJobQueue(tmp_path / "q.sqlite3")
+    queue.send(job("a", 1))
+    stale = queue.receive(1, visibility_timeout=0.05)
+    time.sleep(0.1)
+    fresh = queue.receive(1)  # redelivered: the first receipt is no longer valid
+    queue.dead_letter(records(stale))
+    queue.defer(records(stale))
+    assert queue.counts() == {"pending": 1}
+    queue.delete(fresh)
+    assert queue.counts() == {"done": 1}
+
+
+def test_purge_done_removes_only_applied_messages_older_than_the_cutoff(tmp_path):
+    queue = LocalJobQueue(tmp_path / "q.sqlite3")
+    queue.send(job("a", 1))  # old, applied: purged
+    queue.send(job("b", 1))  # old, dead: kept (redrive needs it)
+    queue.send(job("c", 1))  # old, pending: kept
+    queue.delete(queue.receive(10))
+    queue.dead_letter(records(queue.receive(10)))
+    time.sleep(0.02)
+    cutoff = time.time()
+    time.sleep(0.02)
+    queue.send(job("d", 1))  # new, applied: kept
+    batches = [queue.receive(10), queue.receive(10)]
+    queue.delete([m for batch in batches for m in batch if m.group == "d"])
+    assert queue.counts() == {"done": 2, "dead": 1, "pending": 1}
+
+    assert queue.purge_done(cutoff) == 1
+    assert queue.counts() == {"done": 1, "dead": 1, "pending": 1}
+    left = queue._connect().execute("SELECT message_id, state FROM messages ORDER BY seq").fetchall()
+    assert left == [("job-b-1.0", "dead"), ("job-c-1.0", "pending"), ("job-d-1.0", "done")]
+    assert queue.purge_done(cutoff) == 0

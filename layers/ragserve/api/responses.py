@@ -93,6 +93,31 @@ class SearchResponse(BaseModel):
     next_offset: int | None
 
 
+class SegmentInfo(BaseModel):
+    """One segment of the live version."""
+
+    model_config = _CLOSED
+
+    id: str
+    rows: int
+    deleted: int  # rows replaced or deleted since it was written (purged by compaction)
+    bytes: int  # its files (vectors, documents, ids, graph)
+    index: Literal["hnsw", "exact"]  # small segments are searched exactly
+
+
+class SegmentsInfo(BaseModel):
+    """The segments of the live version, for watching compaction."""
+
+    model_config = _CLOSED
+
+    count: int
+    rows: int
+    deleted_rows: int
+    bytes: int
+    indexed: int  # segments with an HNSW graph
+    items: list[SegmentInfo]
+
+
 class CollectionInfo(BaseModel):
     """GET /v1/collections/{c}: the live version of a collection."""
 
@@ -102,8 +127,9 @@ class CollectionInfo(BaseModel):
     documents: int
     index_version: int
     dtype: Literal["f16", "i8", "b1"]
-    built_at: str  # ISO-8601 UTC
+    built_at: str  # ISO-8601 UTC: when this version was published
     model: str
+    segments: SegmentsInfo
 
 
 class AcceptedResponse(BaseModel):

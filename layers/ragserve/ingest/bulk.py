@@ -1,18 +1,17 @@
-"""Bulk builds for large corpora: shard a JSONL input, embed shards in parallel, merge
-into one snapshot and publish it. The same shard and merge functions are what the AWS
-Step Functions Distributed Map calls (functions/ingest/bulk.py); locally they run on a
-process pool (``ragserve index build``).
+"""Bulk loads for large corpora: shard a JSONL input, embed shards in parallel, store
+each shard as a segment of its own, and commit them all with one manifest. The same
+shard and commit functions are what the AWS Step Functions Distributed Map calls
+(functions/ingest/bulk.py); locally they run on a process pool (``ragserve index build``).
 
 Input lines: ``{"id": str, "text": str, "metadata": {...}}``; a later line with the
-same id replaces an earlier one. A bulk build replaces the collection's contents.
+same id replaces an earlier one. A bulk load appends to the collection (a document
+already there under the same id is superseded); ``replace`` is explicit.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,11 +23,12 @@ import orjson
 from ragserve.documents import Document
 from ragserve.errors import InvalidInput
 from ragserve.index.ann import IndexParams
-from ragserve.ingest.writer import write_snapshot
+from ragserve.ingest.writer import CollectionWriter, WriteResult, index_params, manifest_params
 from ragserve.model.encoder import Encoder, load_encoder
-from ragserve.model.manifest import resolve_model
+from ragserve.segments.files import read_ids, store_segment
 from ragserve.settings import EncoderSettings
 from ragserve.snapshots.format import validate_collection as check_collection_name
+from ragserve.snapshots.manifest import SegmentEntry
 from ragserve.snapshots.store import SnapshotStore
 
 CHUNK = 256  # documents per task sent to a worker process
@@ -65,30 +65,26 @@ def embed_shard(encoder: Encoder, documents: list[Document]) -> Shard:
     return Shard([d.to_record(encoder.model_id) for d in documents], vectors.astype(np.float16))
 
 
-def merge_shards(store: SnapshotStore, collection: str, shards: Iterable[Shard], *, model_id: str,
-                 params: IndexParams, scratch_dir: Path, threads: int = 0) -> int:
-    """The merge step: one snapshot from every shard, published as the next version."""
+def store_shard(store: SnapshotStore, collection: str, shard: Shard, params: IndexParams, scratch_dir: Path, *,
+                number: int = 0, hnsw_min_rows: int, threads: int = 0) -> SegmentEntry:
+    """The shard step's second half: store the shard as a segment of its own (with an
+    HNSW graph when it is large enough). Not part of any version until committed."""
     check_collection_name(collection)
-    shards = list(shards)
-    records = [r for s in shards for r in s.records]
-    vectors = np.concatenate([s.vectors for s in shards]) if shards else np.empty((0, 0), np.float16)
-    seen: dict[str, int] = {}
-    for row, record in enumerate(records):  # a repeated id across shards: the last one wins
-        seen[record["id"]] = row
-    if len(seen) != len(records):
-        keep = sorted(seen.values())
-        records, vectors = [records[i] for i in keep], vectors[keep]
-    current = store.current(collection)
-    version = store.next_version(collection)
-    scratch_dir.mkdir(parents=True, exist_ok=True)
-    build_dir = Path(tempfile.mkdtemp(prefix=f"{collection}-bulk-v{version}-", dir=scratch_dir))
-    try:
-        write_snapshot(build_dir, collection=collection, version=version, model_id=model_id, records=records,
-                       vectors=vectors, params=params, threads=threads)
-        store.publish(collection, version, build_dir, expected_current=current)
-    finally:
-        shutil.rmtree(build_dir, ignore_errors=True)
-    return version
+    return store_segment(store, collection, f"s1-{number}", shard.records, shard.vectors, params, scratch_dir,
+                         hnsw_min_rows=hnsw_min_rows, threads=threads)
+
+
+def commit_shards(writer: CollectionWriter, collection: str, entries: list[SegmentEntry], *,
+                  replace: bool = False) -> WriteResult:
+    """The final step: one manifest over the stored shard segments. Appends by default (a
+    document already in the collection under one of these ids is superseded); ``replace``
+    makes them the whole collection."""
+    cache = writer.scratch_dir / "blobs"
+    segments = []
+    for entry in entries:
+        ids, hashes = read_ids(writer.store.blob(collection, entry.ids, cache))
+        segments.append((entry, ids, hashes))
+    return writer.commit_segments(collection, segments, replace=replace)
 
 
 # --- the local process pool ----------------------------------------------------------
@@ -111,12 +107,17 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def build_collection(documents: list[Document], collection: str, store: SnapshotStore, *,
-                     encoder_settings: EncoderSettings, params: IndexParams, scratch_dir: Path,
+def build_collection(documents: list[Document], collection: str, writer: CollectionWriter, *,
+                     encoder_settings: EncoderSettings, max_segment_rows: int, replace: bool = False,
                      workers: int | None = None, progress=None) -> int:
-    """Embed on ``workers`` processes (default: one per CPU), merge, publish; the version."""
+    """Embed on ``workers`` processes (default: one per CPU), store segments of at most
+    ``max_segment_rows`` rows, commit them as one version (appended unless ``replace``).
+    Segments are built with the collection's own parameters (the writer's settings for a
+    new collection, or with ``replace``)."""
     workers = workers or len(os.sched_getaffinity(0))
-    model_id = resolve_model(encoder_settings.artifacts_dir, encoder_settings.model_id, encoder_settings.variant).id
+    check_collection_name(collection)
+    _, live = writer.live(collection)
+    params = manifest_params(live) if live is not None and not replace else index_params(writer.index_settings)
     # spawn, not fork: the parent may hold onnxruntime's threads
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(encoder_settings,),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -127,5 +128,11 @@ def build_collection(documents: list[Document], collection: str, store: Snapshot
                 progress.advance(len(shard.records))
     if progress:
         progress.close()
-    return merge_shards(store, collection, shards, model_id=model_id, params=params,
-                        scratch_dir=scratch_dir, threads=workers)
+    records = [r for s in shards for r in s.records]
+    vectors = np.concatenate([s.vectors for s in shards]) if shards else np.empty((0, 0), np.float16)
+    entries = []
+    for number, start in enumerate(range(0, len(records), max_segment_rows)):
+        part = Shard(records[start:start + max_segment_rows], vectors[start:start + max_segment_rows])
+        entries.append(store_shard(writer.store, collection, part, params, writer.scratch_dir / "build",
+                                   number=number, hnsw_min_rows=writer.hnsw_min_rows, threads=workers))
+    return commit_shards(writer, collection, entries, replace=replace).version

@@ -21,6 +21,12 @@ class JobQueue(Protocol):
     def send(self, job: IngestJob) -> None: ...
 
 
+def storage_fault_delay(receive_count: int) -> int:
+    """Seconds before jobs held back by a storage fault are tried again: doubling from
+    5 s, at most 15 minutes."""
+    return int(min(900, 5 * 2 ** max(0, min(receive_count - 1, 8))))
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     message_id: str
@@ -31,8 +37,13 @@ class ReceivedMessage:
 
 
 class SqsJobQueue:
-    def __init__(self, queue_url: str, client=None) -> None:
+    """SQS FIFO. The queue's own redrive (maxReceiveCount) is only a safety net set far
+    above ``consumer.MAX_ATTEMPTS``: the consumer dead-letters poison messages itself and
+    keeps storage faults queued (``defer``), see ``ragserve.ingest.consumer``."""
+
+    def __init__(self, queue_url: str, client=None, *, dead_letter_url: str = "") -> None:
         self.queue_url = queue_url
+        self.dead_letter_url = dead_letter_url
         self._client = client
 
     @property
@@ -46,6 +57,46 @@ class SqsJobQueue:
     def send(self, job: IngestJob) -> None:
         self.client.send_message(QueueUrl=self.queue_url, MessageBody=job.to_json(),
                                  MessageGroupId=job.collection, MessageDeduplicationId=job.message_id)
+
+    def defer(self, records: list[dict]) -> None:
+        """Hold back records failed by a storage fault: visible again after a backoff."""
+        from ragserve.ingest.consumer import receive_count
+
+        for start in range(0, len(records), 10):
+            entries = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"],
+                        "VisibilityTimeout": storage_fault_delay(receive_count(r))}
+                       for i, r in enumerate(records[start:start + 10])]
+            self.client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+
+    def dead_letter(self, records: list[dict]) -> None:
+        """Move records to the dead-letter queue (same group, in order), then delete them."""
+        if not self.dead_letter_url:
+            raise RuntimeError("no dead-letter queue configured (RAGSERVE_DEAD_LETTER_URL)")
+        for r in records:
+            attributes = r.get("attributes") or {}
+            self.client.send_message(QueueUrl=self.dead_letter_url, MessageBody=r["body"],
+                                     MessageGroupId=attributes.get("MessageGroupId", "unknown"),
+                                     MessageDeduplicationId=f"{r['messageId']}.dlq")
+            self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=r["receiptHandle"])
+
+    def redrive(self, max_messages: int = 10_000) -> int:
+        """Move messages from the dead-letter queue back to the queue, in order; the count."""
+        if not self.dead_letter_url:
+            raise RuntimeError("no dead-letter queue configured (RAGSERVE_DEAD_LETTER_URL)")
+        moved = 0
+        while moved < max_messages:
+            batch = self.client.receive_message(QueueUrl=self.dead_letter_url, MaxNumberOfMessages=10,
+                                                AttributeNames=["MessageGroupId"], WaitTimeSeconds=0,
+                                                VisibilityTimeout=60).get("Messages", [])
+            if not batch:
+                break
+            for m in batch:
+                self.client.send_message(QueueUrl=self.queue_url, MessageBody=m["Body"],
+                                         MessageGroupId=m["Attributes"]["MessageGroupId"],
+                                         MessageDeduplicationId=f"{m['MessageId']}.redrive")
+                self.client.delete_message(QueueUrl=self.dead_letter_url, ReceiptHandle=m["ReceiptHandle"])
+                moved += 1
+        return moved
 
 
 _SCHEMA = """
@@ -67,9 +118,10 @@ CREATE INDEX IF NOT EXISTS messages_pending ON messages (state, grp, seq);
 class LocalJobQueue:
     """SQS FIFO semantics on SQLite (WAL, synchronous=FULL): deduplication by message
     id, per-group order, at most one batch of a group in flight, visibility timeout,
-    and a dead-letter state after ``max_receives``."""
+    and a dead-letter state: set by the consumer (``dead_letter``), or after
+    ``max_receives`` as a safety net."""
 
-    def __init__(self, path: Path, *, max_receives: int = 5) -> None:
+    def __init__(self, path: Path, *, max_receives: int = 100) -> None:
         self.path = path
         self.max_receives = max_receives
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +187,33 @@ class LocalJobQueue:
         db = self._connect()
         db.executemany("UPDATE messages SET visible_at = ?, receipt = NULL WHERE message_id = ? AND receipt = ?",
                        [(time.time() + delay, m.message_id, m.receipt) for m in messages])
+
+    def defer(self, records: list[dict]) -> None:
+        """Hold back records failed by a storage fault: not counted as a receive, visible
+        again after a backoff."""
+        db = self._connect()
+        db.executemany("UPDATE messages SET receive_count = MAX(receive_count - 1, 0), visible_at = ?, "
+                       "receipt = NULL WHERE message_id = ? AND receipt = ?",
+                       [(time.time() + storage_fault_delay(1), r["messageId"], r["receiptHandle"])
+                        for r in records])
+
+    def dead_letter(self, records: list[dict]) -> None:
+        db = self._connect()
+        db.executemany("UPDATE messages SET state = 'dead', receipt = NULL WHERE message_id = ? AND receipt = ?",
+                       [(r["messageId"], r["receiptHandle"]) for r in records])
+
+    def redrive(self, group: str | None = None) -> int:
+        """Dead-lettered messages back to the queue, at their old place in their group."""
+        cursor = self._connect().execute(
+            "UPDATE messages SET state = 'pending', receive_count = 0, visible_at = 0, receipt = NULL "
+            "WHERE state = 'dead' AND (? IS NULL OR grp = ?)", (group, group))
+        return cursor.rowcount
+
+    def purge_done(self, older_than: float) -> int:
+        """Forget applied messages queued before ``older_than`` (they hold full texts)."""
+        cursor = self._connect().execute("DELETE FROM messages WHERE state = 'done' AND created_at < ?",
+                                         (older_than,))
+        return cursor.rowcount
 
     def recover_in_flight(self) -> int:
         """Make every in-flight message visible again. Only for the sole consumer at its

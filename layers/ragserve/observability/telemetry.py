@@ -39,6 +39,8 @@ _top_score = REGISTRY.histogram("ragserve_search_top_score", "Similarity of the 
                                 (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0))
 _writes = REGISTRY.counter("ragserve_documents_written_total", "Documents applied by the writer, by kind.")
 _write_failures = REGISTRY.counter("ragserve_write_failures_total", "Queue messages whose write failed.")
+_storage_faults = REGISTRY.counter("ragserve_storage_faults_total",
+                                   "Queue messages held back because the store could not be read or written.")
 _index_load = REGISTRY.gauge("ragserve_index_load_ms", "Time to fetch, verify and open the last collection version.")
 
 
@@ -139,6 +141,11 @@ class Telemetry:
             _writes.inc(result.unchanged, kind="unchanged")
         self._emf("WriteFailures", MetricUnit.Count, failed_messages)
         _write_failures.inc(failed_messages)
+
+    def record_storage_faults(self, deferred_messages: int) -> None:
+        """Messages held back because the store could not be read or written (alarmed)."""
+        self._emf("StorageFaults", MetricUnit.Count, deferred_messages)
+        _storage_faults.inc(deferred_messages)
 
     def record_cache(self, cache: str, hits: int, misses: int) -> None:
         """EMF CacheHit / CacheMiss with dimension Cache (the Prometheus side is counted

@@ -1,8 +1,9 @@
-"""Versioned, immutable collection snapshots and the stores that keep them.
+"""Versioned collections of immutable segments and the stores that keep them
+(docs/ARCHITECTURE.md section 5).
 
-    >>> from ragserve.snapshots import LocalSnapshotStore, write_manifest
+    >>> from ragserve.snapshots import LocalSnapshotStore
     >>> store = LocalSnapshotStore(Path(".ragserve"))
-    >>> store.publish("docs", store.next_version("docs"), build_dir, expected_current=store.current("docs"))
+    >>> store.manifest("docs", store.require_current("docs")).segments
 
 ``S3SnapshotStore`` is imported on first use, so importing this package never imports
 boto3."""
@@ -18,31 +19,31 @@ from ragserve.snapshots.errors import (
     SnapshotError,
     SnapshotMismatch,
     SnapshotMissing,
+    StoreUnreadable,
     VersionExists,
 )
-from ragserve.snapshots.format import MANIFEST, SNAPSHOT_FILES, SnapshotMeta, verify_snapshot, write_manifest
 from ragserve.snapshots.local import LocalSnapshotStore
+from ragserve.snapshots.manifest import BlobRef, SegmentEntry, VersionManifest
 from ragserve.snapshots.store import SnapshotStore
 
 if TYPE_CHECKING:
     from ragserve.snapshots.s3 import S3SnapshotStore
 
 __all__ = [
-    "MANIFEST",
-    "SNAPSHOT_FILES",
+    "BlobRef",
     "CollectionNotFound",
     "LocalSnapshotStore",
     "PointerConflict",
     "S3SnapshotStore",
+    "SegmentEntry",
     "SnapshotCorrupt",
     "SnapshotError",
-    "SnapshotMeta",
     "SnapshotMismatch",
     "SnapshotMissing",
     "SnapshotStore",
+    "StoreUnreadable",
     "VersionExists",
-    "verify_snapshot",
-    "write_manifest",
+    "VersionManifest",
 ]
 
 

@@ -52,3 +52,11 @@ class CollectionNotFound(SnapshotError, NotFound):
     """The collection has no live version in the store."""
 
     code = "collection_not_found"
+
+
+class StoreUnreadable(SnapshotError):
+    """The writer cannot read the live version (``CURRENT``, its manifest or a segment's
+    ids or deletion vector is damaged or missing). It never publishes past such a
+    version: the jobs stay queued until the store is repaired."""
+
+    code = "store_unreadable"
