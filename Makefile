@@ -21,12 +21,12 @@ help:
 	@echo "make bench   - run the benchmarks and rewrite docs/BENCHMARKS.md"
 	@echo "make openapi - regenerate docs/openapi.json from the routes table and the models"
 
-# Two installs in the one venv. `make serve` needs only what serving uses: the runtime
-# and demo extras ($(BIN)/.installed-serve). Everything else (tests, lint, openapi,
-# bench) needs the full set: runtime, dev, demo and infra ($(BIN)/.installed); after a
+# Two installs in the one venv. `make serve` needs only what serving uses: the runtime,
+# serve (the HTTP server) and demo extras ($(BIN)/.installed-serve). Everything else
+# (tests, lint, openapi, bench) needs the full set, with dev and infra ($(BIN)/.installed); after a
 # `make serve` that installs only the rest, and `make serve` after it installs nothing.
-SERVE_EXTRAS := runtime,demo
-ALL_EXTRAS   := runtime,dev,demo,infra
+SERVE_EXTRAS := runtime,serve,demo
+ALL_EXTRAS   := runtime,serve,dev,demo,infra
 PIP_INSTALL   = $(BIN)/pip install --quiet --disable-pip-version-check
 
 $(BIN)/.installed-serve: pyproject.toml

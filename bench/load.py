@@ -325,8 +325,9 @@ def main(argv=None) -> int:
         "",
         "### Local ceiling vs Lambda",
         "",
-        (f"Locally every function shares one Python process (one GIL, a thread per connection) on {CPUS} cores "
-         f"with the load generator, so the ceiling above is this machine's, not the service's: at "
+        (f"Locally every function shares one Python process (one GIL, lambda_handler calls on a bounded "
+         f"thread pool) on {CPUS} cores with the load generator, so the ceiling above is this machine's, not the "
+         f"service's: at "
          f"{good['offered']:g} req/s the server used {good['server_cores']:.2f} cores and locust + this script "
          f"{good['generator_cores']:.2f}, with other processes taking {fmt_share(good['others'])} of the machine."
          if good else "Locally every function shares one Python process on this machine's cores with the load "

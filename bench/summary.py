@@ -208,6 +208,9 @@ def load_lines(body: str) -> list[str]:
 
 
 def machine_of(text: str) -> str:
+    """The machines the sections were measured on ("AMD EPYC, 2 cores"; several joined
+    with "and" when sections come from different runs)."""
+    found: list[str] = []
     for _name, body in read_sections(text):
         table = find_table(body, "Machine")
         rows = {r["Machine"]: r.get("", "") for r in table.rows} if table else {}
@@ -215,8 +218,10 @@ def machine_of(text: str) -> str:
             cores = re.search(r"(\d+) online", rows["Cores"]) or re.search(r"\d+", rows["Cores"])
             cores_text = f"{cores[1] if cores.groups() else cores[0]} cores" if cores else rows["Cores"]
             cpu = rows.get("CPU", "").split(" (")[0]  # without the instruction-set flags
-            return f"{cpu}, {cores_text}" if cpu else cores_text
-    return "the machine described there"
+            label = f"{cpu}, {cores_text}" if cpu else cores_text
+            if label not in found:
+                found.append(label)
+    return " and ".join(found) if found else "the machine described there"
 
 
 def render_headline(text: str) -> str:

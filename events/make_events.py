@@ -1,20 +1,32 @@
 """Write the sample events: API Gateway REST proxy events (payload 1.0) of the routed
-functions, and, in a folder per function, the events of the functions outside the API.
+functions, and, in a folder each, the events that do not come through an API route.
 
 Every API event is built by ``ragserve.local.events.rest_event``, so it has exactly the
 shape the local server gives the handlers; request ids and the request time are fixed
 so that the files are stable. ``expected.json`` maps each API event to the status code
 the function owning its route must answer.
 
-The compaction function (functions/ingest/compact.py) gets ``compact/collection.json``
-(the ingest function's asynchronous invoke after a publish) and ``compact/scheduled.json``
-(the EventBridge schedule: every collection).
+The other events (``FUNCTION_EVENTS``: folder -> the function that gets them):
+
+- ``authorizer/``: API Gateway's REQUEST authorizer events (a key, an unknown key, no key);
+- ``sqs/``: an SQS FIFO batch of ingest jobs, as the event source mapping hands it to
+  the ingest function (the single writer);
+- ``compact/``: the ingest function's asynchronous invoke after a publish
+  (``collection.json``) and the EventBridge schedule (``scheduled.json``: every collection);
+- ``bulk/``: what the bulk state machine sends the shard and merge functions, and
+  ``shard-00.jsonl``, the shard that ``shard.json`` names (upload it first);
+- ``canary/``: CloudFormation's custom resource requests to the canary setup.
 
     python events/make_events.py          # (re)write the files
     python events/make_events.py --check  # exit 1 if a file is missing or stale
 
-Run one with ``ragserve invoke embed events/apigw_embed_post.json`` or
-``ragserve invoke compact events/compact/scheduled.json``.
+Run one with ``ragserve invoke embed events/apigw_embed_post.json``,
+``ragserve invoke compact events/compact/scheduled.json``,
+``RAGSERVE_API_KEYS=local-dev-key:read ragserve invoke authorizer events/authorizer/request.json``
+or ``ragserve invoke ingest events/sqs/ingest_batch.json`` (locally: the local store).
+The bulk functions run against S3 (``RAGSERVE_STORE=s3``, ``RAGSERVE_SNAPSHOT_BUCKET`` =
+the event's ``bucket``) and the canary setup against a deployed stack's resources
+(its ``ResourceProperties``): docs/DEPLOY.md section 7.
 """
 
 from __future__ import annotations
@@ -25,7 +37,10 @@ import json
 import sys
 from pathlib import Path
 
-from ragserve.local.events import rest_event
+from ragserve.dependencies.canary import CANARY_COLLECTION, seed_job
+from ragserve.documents import Document
+from ragserve.ingest.jobs import IngestJob
+from ragserve.local.events import rest_event, sqs_event
 from ragserve.routes import find_route
 
 EVENTS_DIR = Path(__file__).resolve().parent
@@ -35,6 +50,9 @@ REQUEST_TIME_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 REQUEST_TIME = "01/Jan/2026:00:00:00 +0000"
 EVENT_TIME = "2026-01-01T00:00:00Z"  # the same instant, as EventBridge writes it
 ACCOUNT, REGION = "123456789012", "eu-west-1"
+STAGE, API_ID = "dev", "abcdef1234"
+SAMPLE_BUCKET = "ragserve-sample-snapshots"  # the stack's snapshots bucket (SnapshotBucketName)
+BULK_JOB = "2026-01-01-events"
 MAX_BODY_BYTES = 1_048_576  # Limits.max_body_bytes default (docs/ARCHITECTURE.md section 3)
 
 TEXTS = [
@@ -99,6 +117,9 @@ def build_events() -> tuple[dict[str, dict], dict[str, int]]:
     embed("apigw_embed_post_malformed_json.json", 400, '{"texts": ["hello world"')
     # rest_event sends a body that is not UTF-8 base64-encoded with isBase64Encoded
     embed("apigw_embed_post_invalid_utf8_base64.json", 400, b'{"texts": ["caf\xe9 \xff\xfe"]}')
+    # the same bytes as API Gateway passes them with no binary media types: text, its
+    # invalid bytes already replaced by U+FFFD (docs/ARCHITECTURE.md section 3.1)
+    embed("apigw_embed_post_replacement_char.json", 200, '{"texts": ["caf\ufffd \ufffd\ufffd"]}')
     name = "apigw_embed_post_base64_body.json"
     add(name, 200, _base64_body(_event(name, "POST", "/v1/embed", body={"texts": ["sent base64-encoded"]})))
     embed("apigw_embed_post_encoding_base64.json", 200, {"texts": TEXTS[:2], "encoding": "base64"})
@@ -183,13 +204,107 @@ def scheduled_event(rule: str) -> dict:
     }
 
 
+# folder -> the function its events go to (``ragserve invoke <function> <file>``)
+FUNCTION_EVENTS = {"authorizer": "authorizer", "sqs": "ingest", "compact": "compact", "bulk": None,
+                   "canary": "canary"}
+
+
+def function_of(path: str) -> str:
+    """The function that gets the event ``path`` (relative to events/)."""
+    folder, _, name = path.partition("/")
+    return FUNCTION_EVENTS[folder] or name.removesuffix(".json")  # bulk/shard.json -> shard
+
+
+def authorizer_event(name: str, method: str, path: str, key: str | None) -> dict:
+    """API Gateway's REQUEST authorizer event (REST API): the request without its body,
+    ``type`` and the ``methodArn`` the policy answers for."""
+    event = _event(name, method, path, keyed=key is not None)
+    if key is not None and key != API_KEY:
+        event["headers"]["x-api-key"], event["multiValueHeaders"]["x-api-key"] = key, [key]
+        event["requestContext"]["identity"]["apiKey"] = key
+    for field in ("body", "isBase64Encoded"):
+        event.pop(field)
+    event["requestContext"].update(stage=STAGE, apiId=API_ID, accountId=ACCOUNT, path=f"/{STAGE}{path}")
+    return {"type": "REQUEST", "methodArn": f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{STAGE}/{method}{path}",
+            **event}
+
+
+def ingest_batch() -> dict:
+    """Two jobs of collection ``events`` (upserts, then an upsert and a delete), as the
+    SQS event source mapping delivers them (FIFO: one message group per collection)."""
+    jobs = [
+        IngestJob("job-events-sqs-1", 0, "events", (
+            Document("doc-1", "Serverless functions scale to zero.", {"topic": "cloud"}),
+            Document("doc-2", "HNSW graphs answer nearest-neighbour queries.", {"topic": "search"}))),
+        IngestJob("job-events-sqs-2", 0, "events", (
+            Document("doc-3", "A queue keeps writes durable until the writer applies them.", {"topic": "cloud"}),),
+            ("doc-2",)),
+    ]
+    event = sqs_event([{"message_id": f"00000000-0000-4000-8000-00000000000{i}", "receipt": f"sample-receipt-{i}",
+                        "group": job.collection, "body": job.to_json(), "receive_count": 1}
+                       for i, job in enumerate(jobs, start=1)],
+                      queue_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:ragserve-{STAGE}-ingest.fifo")
+    for record in event["Records"]:
+        record["attributes"]["SentTimestamp"] = str(REQUEST_TIME_EPOCH_MS)
+        record["attributes"]["ApproximateFirstReceiveTimestamp"] = str(REQUEST_TIME_EPOCH_MS)
+        record["attributes"]["MessageDeduplicationId"] = IngestJob.from_json(record["body"]).message_id
+        record["awsRegion"] = REGION
+    return event
+
+
+BULK_SHARD = [  # bulk/shard-00.jsonl: {"id", "text", "metadata"} per line
+    {"id": "bulk-1", "text": "Bulk loads embed every shard in parallel.", "metadata": {"topic": "bulk"}},
+    {"id": "bulk-2", "text": "The merge step commits all shards with one manifest.", "metadata": {"topic": "bulk"}},
+    {"id": "bulk-3", "text": "A lighthouse guides ships along the coast at night.", "metadata": {"topic": "sea"}},
+]
+
+
+def canary_event(request: str) -> dict:
+    """CloudFormation's custom resource request to the canary setup. The ResponseURL is
+    a presigned S3 URL in AWS; here a closed local port, so that a local invoke sends
+    its answer nowhere (the handler logs that and returns it)."""
+    stack_id = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/Ragserve-{STAGE}/00000000-0000-4000-8000-000000000000"
+    properties = {
+        "ServiceToken": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ragserve-{STAGE}-canary",
+        "Stage": STAGE, "KeysTable": f"Ragserve-{STAGE}-TablesApiKeysSAMPLE", "PlanId": "sample1234",
+        "Tier": "premium", "SecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:HealthCanaryKeySAMPLE",
+        "QueueUrl": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/Ragserve-{STAGE}-IngestQueueSAMPLE.fifo",
+        "Collection": CANARY_COLLECTION, "Generation": "1", "SeedJobId": seed_job().job_id,
+    }
+    event = {
+        "RequestType": request, "ServiceToken": properties["ServiceToken"],
+        "ResponseURL": "http://127.0.0.1:9/cloudformation-response", "StackId": stack_id,
+        "RequestId": f"00000000-0000-4000-8000-0000000000{ {'Create': 11, 'Update': 12, 'Delete': 13}[request]}",
+        "LogicalResourceId": "HealthCanarySetupSAMPLE", "ResourceType": "Custom::RagserveCanary",
+        "ResourceProperties": properties,
+    }
+    if request != "Create":
+        event["PhysicalResourceId"] = "key-0123456789ab"
+    if request == "Update":
+        event["OldResourceProperties"] = {**properties, "Generation": "0"}
+    return event
+
+
 def build_function_events() -> dict[str, dict]:
     """Events of the functions outside the API: relative path -> event."""
     return {
+        "authorizer/request.json": authorizer_event("request", "POST", "/v1/embed", API_KEY),
+        "authorizer/request_unknown_key.json": authorizer_event("request-unknown-key", "POST", "/v1/search",
+                                                                "rsk" + "0" * 40),
+        "authorizer/request_no_key.json": authorizer_event("request-no-key", "GET", "/v1/collections/docs", None),
+        "sqs/ingest_batch.json": ingest_batch(),
         # what Maintenance.trigger sends after a publish that leaves a merge to do
         "compact/collection.json": {"collection": "events"},
         # the stack's schedule (infra/constructs/compaction.py): every collection
         "compact/scheduled.json": scheduled_event("ragserve-dev-compact"),
+        # infra/constructs/bulk_pipeline.py: the Distributed Map's item, then the merge
+        "bulk/shard.json": {"bucket": SAMPLE_BUCKET, "key": f"bulk/{BULK_JOB}/shards/shard-00.jsonl",
+                            "collection": "events", "job_id": BULK_JOB, "replace": False},
+        "bulk/merge.json": {"bucket": SAMPLE_BUCKET, "collection": "events", "job_id": BULK_JOB,
+                            "prefix": f"bulk/{BULK_JOB}/shards/", "replace": False},
+        "canary/create.json": canary_event("Create"),
+        "canary/update.json": canary_event("Update"),
+        "canary/delete.json": canary_event("Delete"),
     }
 
 
@@ -206,8 +321,11 @@ def rendered_files() -> dict[str, str]:
 
 
 def rendered_function_files() -> dict[str, str]:
-    """The events of the functions outside the API (in a folder per function), path -> content."""
-    return {path: render(event) for path, event in build_function_events().items()}
+    """The events that come through no API route (a folder each), and the bulk shard
+    they name: path -> content."""
+    files = {path: render(event) for path, event in build_function_events().items()}
+    files["bulk/shard-00.jsonl"] = "".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in BULK_SHARD)
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:

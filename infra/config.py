@@ -32,6 +32,7 @@ class FunctionSpec:
     provisioned: bool = False  # provisioned concurrency + auto scaling on `live`
     in_api: bool = True
     reserved_concurrency: int | None = None  # the cap when the stage's reserved_concurrency names none
+    in_vpc: bool = True  # False: no VPC (it calls AWS APIs that have no endpoint in the isolated subnets)
 
 
 # The functions of functions/Dockerfile's image, by CMD. The search, ingest, bulk and
@@ -51,6 +52,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     # at a time, so that merges do not race (a race is safe, only wasted work)
     FunctionSpec("compact", "functions.ingest.compact.lambda_handler", 4096, 900, ephemeral_mb=10240,
                  live_alias=False, in_api=False, reserved_concurrency=1),
+    # the Synthetics canary's key and collection (a CloudFormation custom resource): it
+    # calls API Gateway's management API and Secrets Manager, so it runs outside the VPC
+    FunctionSpec("canary", "functions.ops.canary.lambda_handler", 512, 120, live_alias=False, in_api=False,
+                 in_vpc=False),
 )
 FUNCTION_NAMES = tuple(f.name for f in FUNCTIONS)
 
@@ -107,7 +112,12 @@ class StageConfig:
     query_cache_max_gb: int = 1  # ElastiCache Serverless storage ceiling
     query_cache_max_ecpu: int = 5000  # ElastiCache Serverless ECPU/s ceiling
     log_retention_days: int = 30
-    canary_rate_minutes: int = 5  # Synthetics canary on /health
+    canary_rate_minutes: int = 5  # Synthetics canary: /health, an embed and a search
+    canary_tier: str | None = None  # usage plan of the canary's key; None: the tier with the highest rate limit
+    canary_key_generation: int = 1  # change it to give the canary a new key (the old one is revoked)
+    # this stage's stack owns the account-wide API Gateway setting (its CloudWatch role), kept
+    # when the stack is deleted; at most one stage per account and region
+    api_gateway_account_owner: bool = False
     budget_usd: float = 100.0  # AWS Budgets, monthly (cost-allocation tags project/stage)
     alert_emails: tuple[str, ...] = ()  # subscribed to both SNS topics (confirm by mail)
     removal: Literal["retain", "destroy"] = "retain"  # data stores on stack deletion
@@ -177,6 +187,18 @@ class StageConfig:
             raise ValueError(f"{where}: domain_name and certificate_arn go together")
         if self.canary_rate_minutes < 1:
             raise ValueError(f"{where}: canary_rate_minutes must be >= 1")
+        if self.canary_tier is not None and self.canary_tier not in {t.name for t in self.tiers}:
+            raise ValueError(f"{where}: canary_tier {self.canary_tier!r} is not one of its tiers "
+                             f"({', '.join(t.name for t in self.tiers)})")
+        if not isinstance(self.api_gateway_account_owner, bool):
+            raise ValueError(f"{where}: api_gateway_account_owner must be true or false")
+
+    @property
+    def canary_usage_tier(self) -> TierConfig:
+        """The usage plan the canary's key goes to."""
+        if self.canary_tier is not None:
+            return next(t for t in self.tiers if t.name == self.canary_tier)
+        return max(self.tiers, key=lambda t: (t.rate_limit, t.quota))
 
     @property
     def provisioned(self) -> bool:
@@ -211,8 +233,22 @@ def stage_configs(context_stages: Mapping[str, Any] | None, only: str | None = N
     """The stages to build: all of ``stages``, or just ``only`` (``-c stage=...``)."""
     if not context_stages:
         raise ValueError("cdk.json context has no 'stages'")
-    if only is not None:
-        if only not in context_stages:
-            raise ValueError(f"unknown stage {only!r} (known: {', '.join(sorted(context_stages))})")
-        context_stages = {only: context_stages[only]}
-    return [StageConfig.from_context(name, raw or {}, tiers) for name, raw in context_stages.items()]
+    if only is not None and only not in context_stages:
+        raise ValueError(f"unknown stage {only!r} (known: {', '.join(sorted(context_stages))})")
+    configs = [StageConfig.from_context(name, raw or {}, tiers) for name, raw in context_stages.items()]
+    check_api_gateway_account_owners(configs)  # over every stage, even when synthesizing one
+    return [c for c in configs if only is None or c.name == only]
+
+
+def check_api_gateway_account_owners(configs: list[StageConfig]) -> None:
+    """``AWS::ApiGateway::Account`` is one setting per account and region: two stages that
+    both own it would overwrite each other's, and deleting one would take it from the
+    other. Stages that pin no account (or region) count as sharing the CLI's."""
+    owners: dict[tuple[str, str], list[str]] = {}
+    for config in configs:
+        if config.api_gateway_account_owner:
+            owners.setdefault((config.account or "<cli>", config.region or "<cli>"), []).append(config.name)
+    for (account, region), names in owners.items():
+        if len(names) > 1:
+            raise ValueError(f"stages {', '.join(names)} all set api_gateway_account_owner in account {account}, "
+                             f"region {region}: the API Gateway account setting needs one owner there")

@@ -60,23 +60,38 @@ def acknowledge_findings(stack: RagserveStack) -> None:
         role = service_function.function.role
         ack(role, basic_execution, "AWS's minimal policy for Lambda logging (CreateLogGroup/Stream, PutLogEvents); "
             "the function's log group is created by the stack with its retention")
-        ack(role, vpc_access, "AWS's minimal policy a Lambda function in a VPC needs to manage its ENIs "
-            "(ec2:CreateNetworkInterface & co. have no resource-level permissions)")
+        if service_function.function.is_bound_to_vpc:
+            ack(role, vpc_access, "AWS's minimal policy a Lambda function in a VPC needs to manage its ENIs "
+                "(ec2:CreateNetworkInterface & co. have no resource-level permissions)")
         ack(service_function, ANY_RESOURCE,
             "xray:PutTraceSegments and xray:PutTelemetryRecords (active tracing) have no resource-level permissions"
             + ("; cloudwatch:GetMetricData and cloudwatch:ListMetrics (/metrics) neither" if name == "ops" else ""))
         if name in ("search", "ingest", "shard", "merge"):
             ack(service_function, objects, "object-level actions (GetObject, and for writers PutObject/DeleteObject) "
                 "on the snapshots bucket only: keys are collections/<c>/v<N>/... and bulk/<job>/..., made at run time")
+    bucket = _arn(stack, stack.storage.bucket)
+    for pattern in ("collections/*/CURRENT", "collections/*/versions/*"):
+        ack(stack.functions["ops"], f"AwsSolutions-IAM5[Resource::{bucket}/{pattern}]",
+            "/health reads each collection's CURRENT pointer and its manifests (s3:GetObject only, never a segment's "
+            "blobs); collection names are made at run time")
+    apigateway = f"arn:{partition}:apigateway:{region}::"
+    setup = stack.functions["canary"]
+    ack(setup, f"AwsSolutions-IAM5[Resource::{apigateway}/apikeys/*]",
+        "the canary setup deletes (apigateway:DELETE) the canary's own API key when it revokes it; API Gateway "
+        "gives the key its id at creation, so the policy cannot name it")
+    ack(setup, f"AwsSolutions-IAM5[Resource::{apigateway}/tags/*]",
+        "the canary's API key is created with its tags (project, stage, key_id, tier); the tags resource is "
+        "named by the key's ARN, made at creation")
 
     # -- CodeDeploy, API Gateway ------------------------------------------------------
     for deployment in stack.deployments.values():
         ack(deployment.deployment_group, managed_policy(stack, "AWSCodeDeployRoleForLambdaLimited"),
             "AWS's policy for CodeDeploy Lambda deployments, scoped by AWS to shifting alias traffic, reading "
             "the rollback alarms and invoking hooks")
-    ack(stack.api.api, managed_policy(stack, "AmazonAPIGatewayPushToCloudWatchLogs"),
-        "the account-level role API Gateway needs to write execution logs to CloudWatch (required by APIG6); "
-        "AWS maintains the policy")
+    if stack.api_account is not None:
+        ack(stack.api_account.role, managed_policy(stack, "AmazonAPIGatewayPushToCloudWatchLogs"),
+            "the account-level role API Gateway needs to write execution logs to CloudWatch (required by APIG6); "
+            "AWS maintains the policy")
     for (method, resource), api_method in stack.api.methods.items():
         ack(api_method, "AwsSolutions-COG4", "machine clients authenticate with API keys checked by the Lambda REQUEST "
             "authorizer (hashed in DynamoDB, scoped, metered by usage plans); there are no end users for Cognito")
@@ -103,6 +118,9 @@ def acknowledge_findings(stack: RagserveStack) -> None:
 
     # -- Synthetics canary ------------------------------------------------------------
     canary = stack.health_canary
+    ack(canary.secret, "AwsSolutions-SMG4", "the canary's API key is rotated by the stack, not by a Secrets Manager "
+        "rotation function: change canary_key_generation in cdk.json and deploy (a new key is issued and stored, "
+        "the old one revoked; docs/DEPLOY.md section 2)")
     ack(canary.canary, ANY_RESOURCE, "Synthetics' own role: s3:ListAllMyBuckets, xray:PutTraceSegments and "
         "cloudwatch:PutMetricData (conditioned on the CloudWatchSynthetics namespace) have no resource scoping")
     ack(canary.canary, f"AwsSolutions-IAM5[Resource::{_arn(stack, canary.artifacts)}/health/*]",

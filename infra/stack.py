@@ -17,6 +17,7 @@ from constructs import Construct
 
 from infra.config import FUNCTIONS, FunctionSpec, StageConfig
 from infra.constructs.alarm_topics import AlarmTopics, AlarmTopicsProps
+from infra.constructs.api_gateway_account import ApiGatewayAccount
 from infra.constructs.bulk_pipeline import BulkPipeline, BulkPipelineProps
 from infra.constructs.canary_deployment import CanaryDeployment, CanaryDeploymentProps
 from infra.constructs.compaction import Compaction, CompactionProps
@@ -35,13 +36,15 @@ from infra.constructs.tables import Tables, TablesProps
 from infra.constructs.usage_plans import UsagePlans, UsagePlansProps
 from infra.constructs.web_acl import WebAcl, WebAclProps
 from infra.nag import ack, acknowledge_findings
+from ragserve.model.manifest import resolve_model
 from ragserve.routes import ROUTES, Route
 from ragserve.settings import Env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METRICS_NAMESPACE = "ragserve"
 # p99 duration of a new version that rolls its deployment back (others: 80% of the timeout)
-DEPLOY_P99_MS = {"embed": 1000.0, "search": 1000.0, "authorizer": 1000.0, "ops": 5000.0}
+# (ops: its /health may wait for a cold embed or search function, up to its 10 s probe timeout)
+DEPLOY_P99_MS = {"embed": 1000.0, "search": 1000.0, "authorizer": 1000.0, "ops": 12000.0}
 
 
 _RETENTION = {1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
@@ -92,15 +95,20 @@ class RagserveStack(cdk.Stack):
             "ingest": {**store, **cache_table, Env.QUEUE_URL: queue.queue_url,
                        Env.DEAD_LETTER_URL: self.ingest_queue.dead_letters.queue_url,
                        Env.IDEMPOTENCY_TABLE: tables.idempotency.table_name},
+            # /health: + the embed and search functions (ragserve-<stage>-<name>:live), the
+            # collections' CURRENT and manifests in the bucket, and a PING to Valkey
             "ops": {Env.METRICS_SOURCE: "cloudwatch", Env.METRICS_NAMESPACE: METRICS_NAMESPACE,
                     Env.KEYS_TABLE: tables.keys.table_name, Env.SNAPSHOT_BUCKET: bucket.bucket_name,
                     Env.QUEUE_URL: queue.queue_url, Env.IDEMPOTENCY_TABLE: tables.idempotency.table_name,
-                    **cache_table},
+                    Env.QUERY_CACHE_URL: self.query_cache.url, **cache_table},
             "authorizer": {Env.KEYS_TABLE: tables.keys.table_name},
             "shard": {**store, **cache_table},
             "merge": {**store},
             # the merge policy and retention window: CompactionSettings' defaults
             "compact": {**store},
+            # the canary's key and collection: everything it needs comes with its
+            # CloudFormation event (infra/constructs/health_canary.py)
+            "canary": {},
         }
         self.functions: dict[str, ServiceFunction] = {}
         for name, spec in specs.items():
@@ -121,6 +129,9 @@ class RagserveStack(cdk.Stack):
                     provisioned_min=config.provisioned_concurrency if spec.provisioned else 0,
                     provisioned_max=config.provisioned_concurrency_max if spec.provisioned else 0))
         live = {name: a.alias for name, a in self.aliases.items()}
+        # ops' /health asks the embed and search functions (their live aliases) whether they answer
+        fn["ops"].add_to_role_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[
+            live["embed"].function_arn, live["search"].function_arn]))
         live["ingest"].add_event_source(event_sources.SqsEventSource(
             queue, batch_size=config.ingest_batch_size, report_batch_item_failures=True,
             max_concurrency=config.ingest_max_concurrency))
@@ -136,6 +147,12 @@ class RagserveStack(cdk.Stack):
             log_retention=retention, domain_name=config.domain_name, certificate_arn=config.certificate_arn))
         self.usage_plans = UsagePlans(self, "UsagePlans", UsagePlansProps(
             api=self.api.api, stage=self.api.stage, stage_name=config.name, tiers=config.tiers))
+        # the account-wide API Gateway setting (execution logs' CloudWatch role): one owner
+        # stage per account and region, retained (docs/DEPLOY.md section 2)
+        self.api_account: ApiGatewayAccount | None = None
+        if config.api_gateway_account_owner:
+            self.api_account = ApiGatewayAccount(self, "ApiGatewayAccount")
+            self.api.stage.node.add_dependency(self.api_account.account)
         self.web_acl = WebAcl(self, "Waf", WebAclProps(
             name=prefix, stage_arn=self.api.stage.stage_arn, rate_limit=config.waf_rate_limit,
             max_body_bytes=config.max_body_bytes, count_rules=config.waf_count_rules))
@@ -147,9 +164,14 @@ class RagserveStack(cdk.Stack):
 
         # -- monitoring ----------------------------------------------------------------
         canary_rate = Duration.minutes(config.canary_rate_minutes)
+        canary_tier = config.canary_usage_tier.name
         self.health_canary = HealthCanary(self, "HealthCanary", HealthCanaryProps(
-            name=f"{prefix}-health"[:21].rstrip("-"), health_url=self.api.api.url_for_path("/health"),
-            rate=canary_rate, access_logs=self.storage.access_logs, removal_policy=keep))
+            name=f"{prefix}-health"[:21].rstrip("-"), api_url=self.api.api.url,
+            health_url=self.api.api.url_for_path("/health"), setup_function=fn["canary"],
+            keys_table=tables.keys, usage_plan=self.usage_plans.plans[canary_tier], tier=canary_tier,
+            stage=config.name, queue=queue, dimensions=resolve_model(REPO_ROOT / "model_artifacts").dimensions,
+            rate=canary_rate, key_generation=config.canary_key_generation, access_logs=self.storage.access_logs,
+            removal_policy=keep))
         self.topics = AlarmTopics(self, "AlarmTopics", AlarmTopicsProps(name=prefix, emails=config.alert_emails))
         self.alarms = ServiceAlarms(self, "Alarms", ServiceAlarmsProps(
             name=prefix, api=self.api.api, stage_name=config.name, canary=self.health_canary.canary,
@@ -183,8 +205,8 @@ class RagserveStack(cdk.Stack):
             name=spec.name, function_name=f"ragserve-{config.name}-{spec.name}", cmd=spec.cmd,
             memory_mb=spec.memory_mb, timeout_s=spec.timeout_s, ephemeral_mb=spec.ephemeral_mb,
             image_directory=str(image_directory), architecture=config.architecture,
-            vpc=self.network.vpc, subnets=self.network.subnets,
-            security_groups=[self.network.functions_security_group],
+            vpc=self.network.vpc if spec.in_vpc else None, subnets=self.network.subnets if spec.in_vpc else None,
+            security_groups=[self.network.functions_security_group] if spec.in_vpc else [],
             environment={Env.STAGE: config.name, "POWERTOOLS_LOG_LEVEL": "INFO", **environment},
             reserved_concurrency=spec.reserved_concurrency, log_retention=retention))
 
@@ -222,6 +244,9 @@ class RagserveStack(cdk.Stack):
             actions=["dynamodb:DescribeTable"],
             resources=[t.table_arn for t in (tables.keys, tables.embedding_cache, tables.idempotency)]))
         fn["ops"].add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+        # ... the collections' pointers and manifests (never a segment's blobs)
+        fn["ops"].add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
+            bucket.arn_for_objects("collections/*/CURRENT"), bucket.arn_for_objects("collections/*/versions/*")]))
         fn["ops"].add_to_role_policy(iam.PolicyStatement(actions=["sqs:GetQueueAttributes"],
                                                          resources=[queue.queue_arn]))
 

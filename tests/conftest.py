@@ -28,7 +28,11 @@ for _name in [v for k, v in vars(Env).items() if k.isupper()]:
     os.environ.pop(_name, None)
 # Handlers imported in this process keep their collections and queue here, never in
 # the repo's ./.ragserve.
-SESSION_DATA_DIR = Path(tempfile.mkdtemp(prefix="ragserve-tests-"))
+# One directory per session, even when a test module imports this file again as
+# `tests.conftest` (a second module object: without this it would make a second
+# directory and point every handler imported afterwards at it).
+SESSION_DATA_DIR = Path(os.environ.get("RAGSERVE_TESTS_SESSION_DIR") or tempfile.mkdtemp(prefix="ragserve-tests-"))
+os.environ["RAGSERVE_TESTS_SESSION_DIR"] = str(SESSION_DATA_DIR)
 os.environ[Env.DATA_DIR] = str(SESSION_DATA_DIR)
 os.environ[Env.RECHECK_SECONDS] = "0"
 

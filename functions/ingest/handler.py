@@ -17,7 +17,7 @@ from ragserve.api.app import InitResult, create_app, resolve
 from ragserve.api.body import parse_body
 from ragserve.api.requests import DocumentsRequest
 from ragserve.ingest.consumer import BatchOutcome, consume
-from ragserve.ingest.idempotency import IdempotentWrites, persistence_layer
+from ragserve.ingest.idempotency import IdempotentWrites, describe_route, persistence_layer
 from ragserve.ingest.queue import LocalJobQueue, SqsJobQueue
 from ragserve.ingest.service import Accepted, accept_delete, accept_upserts
 from ragserve.ingest.writer import CollectionWriter
@@ -65,12 +65,14 @@ def _accepted(result: dict) -> Response:
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=result)
 
 
-def _idempotent(collection: str, write) -> Response:
-    """At most once per (caller, collection, Idempotency-Key); a replay gets the first answer."""
+def _idempotent(collection: str, route: str, write) -> Response:
+    """At most once per (caller, collection, Idempotency-Key) and request (``route`` and body):
+    a replay gets the first answer, the key reused for another request a 409."""
     event = app.current_event
     result = IDEMPOTENCY.run(principal=principal(event.raw_event), collection=collection,
                              key=event.headers.get("idempotency-key"), body=event.decoded_body.encode()
-                             if event.body else b"", write=lambda: asdict(write()), context=app.lambda_context)
+                             if event.body else b"", route=route, write=lambda job_id: asdict(write(job_id)),
+                             context=app.lambda_context)
     return _accepted(result)
 
 
@@ -81,15 +83,14 @@ def handle_post_documents(collection: str) -> Response:
     check_collection_access(event, collection)
     request = parse_body(event, DocumentsRequest, SETTINGS.limits.max_body_bytes)
 
-    def write() -> Accepted:
-        result = accept_upserts(QUEUE, collection, request.documents, principal=principal(event),
-                                idempotency_key=app.current_event.headers.get("idempotency-key"),
+    def write(job_id: str) -> Accepted:
+        result = accept_upserts(QUEUE, collection, request.documents, job_id=job_id,
                                 limits=SETTINGS.limits, max_documents=SETTINGS.max_documents)
         logger.info("documents accepted", extra={"collection": collection, "job_id": result.job_id,
                                                  "documents": result.accepted})
         return result
 
-    return _idempotent(collection, write)
+    return _idempotent(collection, describe_route("POST", "/v1/collections/{c}/documents", c=collection), write)
 
 
 @app.delete("/v1/collections/<collection>/documents/<doc_id>")
@@ -98,13 +99,13 @@ def handle_delete_document(collection: str, doc_id: str) -> Response:
     event = app.current_event.raw_event
     check_collection_access(event, collection)
 
-    def write() -> Accepted:
-        result = accept_delete(QUEUE, collection, doc_id, principal=principal(event),
-                               idempotency_key=app.current_event.headers.get("idempotency-key"))
+    def write(job_id: str) -> Accepted:
+        result = accept_delete(QUEUE, collection, doc_id, job_id=job_id)
         logger.info("delete accepted", extra={"collection": collection, "job_id": result.job_id})
         return result
 
-    return _idempotent(collection, write)
+    return _idempotent(collection, describe_route("DELETE", "/v1/collections/{c}/documents/{id}", c=collection,
+                                                  id=doc_id), write)
 
 
 def _settle(outcome: BatchOutcome) -> None:

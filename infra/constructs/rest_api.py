@@ -2,8 +2,9 @@
 uses, so local and AWS routing cannot drift), each integrated with its function's
 ``live`` alias; a Lambda REQUEST authorizer on every keyed route with API key source
 AUTHORIZER (the authorizer returns the key, usage plans meter it); request validation;
-access logs, X-Ray and execution logs; API Gateway's own errors in the service's JSON
-error shape; an optional custom domain with TLS 1.2."""
+access logs, X-Ray and execution logs (the account's CloudWatch role comes from
+``ApiGatewayAccount``); no binary media types; API Gateway's own errors in the
+service's JSON error shape; an optional custom domain with TLS 1.2."""
 
 from __future__ import annotations
 
@@ -103,8 +104,13 @@ class ServiceApi(Construct):
             description="ragserve: embeddings and semantic search",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             api_key_source_type=apigw.ApiKeySourceType.AUTHORIZER,
-            cloud_watch_role=True,  # the account-level role API Gateway needs to write execution logs
-            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            # the account-level role API Gateway needs for execution logs is one setting per
+            # account and region: ApiGatewayAccount (infra/constructs/api_gateway_account.py)
+            # of the one stage that owns it, never each API's
+            cloud_watch_role=False,
+            # no binary media types: every body reaches the functions as UTF-8 text
+            # (isBase64Encoded false); docs/ARCHITECTURE.md section 3.1
+            binary_media_types=None,
             deploy_options=apigw.StageOptions(
                 stage_name=props.stage_name,
                 tracing_enabled=True,

@@ -1,5 +1,6 @@
 """One ragserve function: a container-image Lambda from the one image
-(functions/Dockerfile, repo root as context) with its CMD, in the private subnets,
+(functions/Dockerfile, repo root as context) with its CMD, in the private subnets
+(but for a function that calls AWS APIs with no endpoint there: ``vpc=None``),
 X-Ray active, its own log group (retention set), a reserved-concurrency cap, and a
 metric of its peak memory taken from Lambda's REPORT lines (for the memory alarm)."""
 
@@ -34,8 +35,8 @@ class ServiceFunctionProps:
     timeout_s: int
     ephemeral_mb: int
     image_directory: str  # the repo root: the image's build context
-    vpc: ec2.IVpc
-    subnets: ec2.SubnetSelection
+    vpc: ec2.IVpc | None  # None: outside the VPC
+    subnets: ec2.SubnetSelection | None
     security_groups: Sequence[ec2.ISecurityGroup]
     architecture: str = "x86_64"
     dockerfile: str = "functions/Dockerfile"
@@ -72,7 +73,7 @@ class ServiceFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             vpc=props.vpc,
             vpc_subnets=props.subnets,
-            security_groups=list(props.security_groups),
+            security_groups=list(props.security_groups) if props.vpc is not None else None,
             reserved_concurrent_executions=props.reserved_concurrency,
             log_group=self.log_group,
         )

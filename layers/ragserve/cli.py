@@ -28,13 +28,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _local_env()
     from ragserve.local.gateway import Gateway, dev_key, parse_api_keys
     from ragserve.local.logs import local_logger
-    from ragserve.local.server import load_handlers, make_server
+    from ragserve.local.server import HttpLimits, load_handlers, make_server
     from ragserve.settings import GatewaySettings, SettingsError
 
     log = local_logger()
     try:
         settings = GatewaySettings.from_env()
         keys = parse_api_keys(settings.api_keys)
+        limits = HttpLimits.from_env()
     except SettingsError as exc:
         print(f"ragserve: {exc}", file=sys.stderr)
         return 2
@@ -46,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     seed_demo_collection(log)
     handlers = load_handlers()
     try:
-        server = make_server(Gateway(settings, handlers, keys), args.host, args.port)
+        server = make_server(Gateway(settings, handlers, keys), args.host, args.port, limits)
     except OSError as exc:
         print(f"ragserve: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -57,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  ragserve listening on http://{host}:{port}  (Ctrl-C to stop)\n", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.serve_forever()  # SIGINT/SIGTERM: in-flight requests finish, then the poller stops
     except KeyboardInterrupt:
         pass
     finally:
@@ -126,6 +127,39 @@ def start_queue_poller(handlers, log):
     return poller
 
 
+# The functions whose handler is not functions/<name>/handler.py's lambda_handler (the
+# stack's image CMDs: infra/config.py FUNCTIONS; tests/infra keeps the two in step).
+INVOKE_HANDLERS = {
+    "authorizer": "functions.ops.authorizer.lambda_handler",
+    "canary": "functions.ops.canary.lambda_handler",
+    "compact": "functions.ingest.compact.lambda_handler",
+    "shard": "functions.ingest.bulk.shard_handler",
+    "merge": "functions.ingest.bulk.merge_handler",
+}
+
+
+def invoke_handler_path(function: str) -> str:
+    return INVOKE_HANDLERS.get(function, f"functions.{function}.handler.lambda_handler")
+
+
+def invoke_preflight(function: str, event: object) -> str | None:
+    """Why ``function`` cannot run here, in one line (before its module loads), or None."""
+    from ragserve.settings import GatewaySettings, KeysSettings, StoreSettings
+
+    if function in ("shard", "merge"):
+        store = StoreSettings.from_env()
+        if store.kind != "s3" or not store.bucket:
+            return (f"{function} runs against S3: set RAGSERVE_STORE=s3 and RAGSERVE_SNAPSHOT_BUCKET (the stack's "
+                    "SnapshotBucketName); locally, `ragserve index build` does what shard and merge do")
+        bucket = event.get("bucket") if isinstance(event, dict) else None
+        if bucket != store.bucket:
+            return f"the event's bucket {bucket!r} is not RAGSERVE_SNAPSHOT_BUCKET {store.bucket!r}"
+    if function == "authorizer" and not KeysSettings.from_env().table and not GatewaySettings.from_env().api_keys:
+        return ("the authorizer needs RAGSERVE_KEYS_TABLE (a deployed keys table) or, locally, "
+                "RAGSERVE_API_KEYS (e.g. local-dev-key:read)")
+    return None
+
+
 def cmd_invoke(args: argparse.Namespace) -> int:
     _local_env("POWERTOOLS_TRACE_DISABLED")  # EMF stays on: it goes to stderr with the logs
     import importlib
@@ -133,6 +167,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     import orjson
 
     from ragserve.local.events import LocalContext
+    from ragserve.settings import SettingsError
 
     source = sys.stdin.read() if args.event == "-" else Path(args.event).read_text(encoding="utf-8")
     try:
@@ -141,14 +176,31 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         print(f"ragserve: {args.event} is not valid JSON: {exc}", file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module({"compact": "functions.ingest.compact"}.get(
-            args.function, f"functions.{args.function}.handler"))
+        problem = invoke_preflight(args.function, event)
+    except SettingsError as exc:
+        problem = str(exc)
+    if problem:
+        print(f"ragserve: {args.function}: {problem}", file=sys.stderr)
+        return 2
+    module_name, _, attribute = invoke_handler_path(args.function).rpartition(".")
+    try:
+        handler = getattr(importlib.import_module(module_name), attribute)
     except ModuleNotFoundError:
         print(f"ragserve: no function {args.function!r} (expected functions/{args.function}/handler.py)",
               file=sys.stderr)
         return 2
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the result
-        result = module.lambda_handler(event, LocalContext(function_name=args.function))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the result
+            result = handler(event, LocalContext(function_name=args.function))
+    except Exception as exc:
+        # what API Gateway makes a 401 of, and AWS calls that fail: one line, no traceback
+        if args.function == "authorizer" and str(exc) == "Unauthorized":
+            print("ragserve: authorizer: Unauthorized (no x-api-key: API Gateway answers 401)", file=sys.stderr)
+            return 1
+        if type(exc).__module__.startswith(("botocore", "boto3")):
+            print(f"ragserve: {args.function}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        raise
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
     return 0
 
@@ -287,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=cmd_serve)
     invoke = sub.add_parser("invoke", help="run one event through a function's lambda_handler")
-    invoke.add_argument("function", help="a folder under functions/, e.g. embed")
+    invoke.add_argument("function", help="a function of the stack: embed, search, ingest, ops, authorizer, "
+                                         "compact, shard, merge, canary")
     invoke.add_argument("event", help="event JSON file, or - for stdin")
     invoke.set_defaults(func=cmd_invoke)
     openapi = sub.add_parser("openapi", help="write the OpenAPI document (default settings)")

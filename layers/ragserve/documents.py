@@ -4,6 +4,7 @@ re-ingesting the same document a no-op."""
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,6 +16,33 @@ MAX_ID_CHARS = 256
 # for the OpenAPI document; `ragserve.ingest.service.check_document_id` enforces it).
 ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 MAX_METADATA_BYTES = 8192
+# Numbers in metadata and filters: at most 2^53 - 1 in magnitude. Beyond it not every
+# integer is a float (2^53 + 1 is not), so filters, which compare 1 and 1.0 as equal,
+# could not tell neighbours apart, and JSON clients such as JavaScript lose them too.
+MAX_SAFE_INTEGER = 2**53 - 1
+# What an error message shows of a name or id the caller sent (the rest is cut).
+SHOWN_CHARS = 64
+# Characters that show nothing: controls (Cc), format characters such as zero-width
+# spaces, joiners and the BOM (Cf), combining marks with no base (Mn, Me) and separators
+# (Zs, Zl, Zp). A text of only these (and whitespace) tokenises to [CLS][SEP] alone, so
+# every such text would get the same vector.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"})
+
+
+def has_visible_text(text: str) -> bool:
+    """True if ``text`` holds a character that is neither whitespace nor in
+    ``INVISIBLE_CATEGORIES`` (else 400 ``empty_text`` / ``empty_query``)."""
+    return any(not c.isspace() and unicodedata.category(c) not in INVISIBLE_CATEGORIES for c in text)
+
+
+def shorten(value: str, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as an error message may echo it: its first ``limit`` characters and "..."."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def is_safe_number(value: object) -> bool:
+    """False for an int or float beyond ``MAX_SAFE_INTEGER`` in magnitude (bools are fine)."""
+    return isinstance(value, bool) or not isinstance(value, int | float) or abs(value) <= MAX_SAFE_INTEGER
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +66,18 @@ class Document:
 
 
 def metadata_key(value: Scalar) -> str:
-    """Canonical form of a metadata value for equality filters (1 == 1.0, "1" != 1)."""
+    """Canonical form of a metadata value for equality filters (1 == 1.0, "1" != 1).
+
+    Exact: an int that no float equals (beyond 2^53, stored before such numbers were
+    refused) keeps its own digits, so 2^53 + 1 never matches 2^53."""
     if isinstance(value, bool) or value is None:
         return orjson.dumps(value).decode()
-    if isinstance(value, int | float):
-        return orjson.dumps(float(value)).decode()
+    if isinstance(value, int):
+        try:
+            as_float = float(value)
+        except OverflowError:
+            return str(value)
+        return orjson.dumps(as_float).decode() if as_float == value else str(value)
+    if isinstance(value, float):
+        return orjson.dumps(value).decode()
     return orjson.dumps(value).decode()

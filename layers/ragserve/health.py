@@ -29,6 +29,12 @@ def register(name: str, check: Callable[[], Check]) -> None:
         _checks[name] = check
 
 
+def registered() -> dict[str, Callable[[], Check]]:
+    """The checks registered so far, by name (a copy)."""
+    with _lock:
+        return dict(_checks)
+
+
 def register_fact(name: str, value: Callable[[], object]) -> None:
     """A top-level field of the report (``model``, ``index_version``)."""
     with _lock:

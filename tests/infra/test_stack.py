@@ -72,9 +72,14 @@ def test_every_function_is_an_image_function_of_the_one_dockerfile_with_its_cmd(
     assert commands == sorted(spec.cmd for spec in FUNCTIONS)
     assert {f["PackageType"] for f in functions} == {"Image"}
     assert len({flat(f["Code"]["ImageUri"]) for f in functions}) == 1  # ONE image
+    outside = {f"ragserve-{stage}-{spec.name}" for spec in FUNCTIONS if not spec.in_vpc}
+    assert outside == {f"ragserve-{stage}-canary"}  # the canary setup calls API Gateway and Secrets Manager
     for f in functions:
         assert f["TracingConfig"] == {"Mode": "Active"}
-        assert f["VpcConfig"]["SubnetIds"] and f["VpcConfig"]["SecurityGroupIds"]
+        if f["FunctionName"] in outside:
+            assert "VpcConfig" not in f
+        else:
+            assert f["VpcConfig"]["SubnetIds"] and f["VpcConfig"]["SecurityGroupIds"]
         assert f["Architectures"] == ["x86_64"]
         assert f["LoggingConfig"]["LogGroup"]
         assert f["FunctionName"].startswith(f"ragserve-{stage}-")

@@ -21,8 +21,8 @@ from tests.integration.conftest import aws_client
 def counting_write():
     calls = []
 
-    def write():
-        calls.append(1)
+    def write(job_id: str):
+        calls.append(job_id)
         return {"accepted": 2, "job_id": f"job-{len(calls)}"}
 
     return write, calls
@@ -81,11 +81,11 @@ def test_a_replay_while_the_first_is_in_progress_is_a_conflict(tmp_path):
     write, calls = counting_write()
     seen = []
 
-    def slow_write():  # the replay arrives while the first write is still running
+    def slow_write(job_id: str):  # the replay arrives while the first write is still running
         with pytest.raises(Conflict) as raised:
             run(writes, write)
         seen.append(raised.value.code)
-        return write()
+        return write(job_id)
 
     run(writes, slow_write)
     assert seen == ["idempotency_in_progress"] and len(calls) == 1
@@ -111,3 +111,25 @@ def test_sqlite_records_follow_dynamodbs_expiry_rule(tmp_path):
     fresh = DataRecord("k", status="INPROGRESS", expiry_timestamp=int(time.time()) + 60)
     persistence._put_record(fresh)  # an expired record may be replaced
     assert persistence._get_record("k").status == "INPROGRESS"
+
+
+def expire_every_record(writes: IdempotentWrites) -> None:
+    """What 24 hours do to the records (SQLite, or DynamoDB on moto)."""
+    persistence = writes._persistence
+    past = int(time.time()) - 1
+    if isinstance(persistence, SqlitePersistenceLayer):
+        persistence._db().execute("UPDATE records SET expiration = ?", (past,))
+        return
+    client, table = persistence.client, persistence.table_name
+    for item in client.scan(TableName=table)["Items"]:
+        client.update_item(TableName=table, Key={"id": item["id"]}, UpdateExpression="SET expiration = :e",
+                           ExpressionAttributeValues={":e": {"N": str(past)}})
+
+
+def test_a_key_reused_after_its_record_expired_is_a_new_request_with_a_new_job_id(writes):
+    write, calls = counting_write()
+    run(writes, write)
+    run(writes, write)  # a replay inside the window: no second write
+    expire_every_record(writes)
+    run(writes, write, body=b'{"documents": [{"id": "tomorrow"}]}')  # another body: fine once expired
+    assert len(calls) == 2 and calls[0] != calls[1]  # each write got its own job id

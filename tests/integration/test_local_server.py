@@ -155,18 +155,25 @@ def test_content_length_over_gateway_limit_is_refused_without_reading(server):
     assert '"code":"body_too_large"' in reply
 
 
-def test_chunked_body_is_411(server):
-    # raw socket: the whole request is sent before the server answers and closes
+def test_chunked_body_is_411_and_the_connection_stays_in_step(server):
+    # raw socket: the whole request is sent before the server answers; it reads the chunks
+    # it refused (h11 frames them) and the connection serves the next request
     sock = socket.create_connection(server.server_address[:2], timeout=10)
     sock.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nx-api-key: " + READ_KEY.encode()
                  + b"\r\nTransfer-Encoding: chunked\r\n\r\nf\r\n{\"texts\":[\"a\"]}\r\n0\r\n\r\n")
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
+    reader = sock.makefile("rb")
+    for request, status, code in ((None, b"411", b'"code":"length_required"'),
+                                  (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"200", b'"status":"healthy"')):
+        if request:
+            sock.sendall(request)
+        head = [reader.readline()]
+        while head[-1] not in (b"\r\n", b""):
+            head.append(reader.readline())
+        length = next(int(line.split(b":")[1]) for line in head if line.lower().startswith(b"content-length:"))
+        body = reader.read(length)
+        assert head[0].split()[1] == status, head
+        assert code in body
     sock.close()
-    reply = b"".join(chunks).decode()
-    assert reply.startswith("HTTP/1.1 411")
-    assert '"code":"length_required"' in reply
 
 
 def test_concurrent_requests_all_succeed_with_correct_results(server, encoder):
@@ -363,3 +370,32 @@ def test_path_parameters_reach_the_function_decoded_as_api_gateway_sends_them(se
     assert status == 400, data
     message = json.loads(data)["error"]["message"]
     assert "no such+thing" in message and "%20" not in message
+
+
+def test_the_event_carries_headers_as_sent_the_raw_path_and_the_query():
+    # GIVEN a gateway whose ops function records the event it is given
+    events = []
+
+    def ops(event, context):
+        events.append(event)
+        return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": "{}"}
+
+    server = make_server(Gateway(GatewaySettings(), {"ops": ops}, {}), "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        # WHEN a request carries mixed-case header names, a query string, and comes as HEAD
+        assert request(server, "GET", "/health?a=1&a=2&b=", headers={"User-Agent": "probe/1",
+                                                                      "X-Mixed-Case": "v"})[0] == 200
+        status, headers, data = request(server, "HEAD", "/health", headers={"User-Agent": "probe/2"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    # THEN the function sees the names as sent (API Gateway passes them so) and the query parsed
+    event = events[0]
+    assert event["headers"]["X-Mixed-Case"] == "v" and event["headers"]["User-Agent"] == "probe/1"
+    assert event["requestContext"]["identity"]["userAgent"] == "probe/1"
+    assert event["path"] == "/health" and event["httpMethod"] == "GET"
+    assert event["multiValueQueryStringParameters"] == {"a": ["1", "2"], "b": [""]}
+    # AND HEAD reaches the GET route as GET, answered without a body
+    assert events[1]["httpMethod"] == "GET" and status == 200 and data == b""
+    assert headers["Content-Length"] == "2"

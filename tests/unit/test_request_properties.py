@@ -1,7 +1,7 @@
 """Property tests of every request model in ``ragserve.api.requests``, read as the
 handlers read them (``parse_body`` then the core's limit checks): generated valid
-requests parse and keep their values; wrong types, exceeded limits and empty or
-whitespace-only texts raise InvalidInput (400) or PayloadTooLarge (413) with the
+requests parse and keep their values; wrong types, exceeded limits and empty texts
+(no visible character) raise InvalidInput (400) or PayloadTooLarge (413) with the
 documented code, and nothing else does; and ``raw_body``/``parse_json`` on any body,
 base64 or not, raise nothing but those two.
 
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from ragserve.api.body import parse_body, parse_json
 from ragserve.api.errors import status_of
 from ragserve.api.requests import DocumentsRequest, EmbedRequest, OpenAIEmbeddingsRequest, SearchRequest
+from ragserve.documents import MAX_SAFE_INTEGER, has_visible_text
 from ragserve.embedding.service import validate_texts
 from ragserve.errors import InvalidInput, PayloadTooLarge
 from ragserve.ingest.service import validate_documents
@@ -74,10 +75,11 @@ def refused(read: Callable[[object], object], payload: object) -> tuple[int, str
 
 # ------------------------------------------------------------------ strategies
 
-text = st.text(min_size=1, max_size=LIMITS.max_text_chars).filter(str.strip)
-blank = st.text(alphabet=" \t\n\r\x0b\x0c\u00a0\u2003", max_size=LIMITS.max_text_chars)
-scalar = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False,
-                                                                             allow_infinity=False) | st.text(max_size=8)
+text = st.text(min_size=1, max_size=LIMITS.max_text_chars).filter(has_visible_text)
+blank = st.text(alphabet=" \t\n\r\x0b\x0c\u00a0\u2003\u200b\u200c\u200d\ufeff\u0301\x00\u2028",
+                max_size=LIMITS.max_text_chars)
+scalar = st.none() | st.booleans() | st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER) | st.floats(
+    -MAX_SAFE_INTEGER, MAX_SAFE_INTEGER, allow_nan=False) | st.text(max_size=8)
 metadata = st.dictionaries(st.text(max_size=8), scalar, max_size=3)
 json_values = st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
     st.text(max_size=5), inner, max_size=3), max_leaves=8)
@@ -96,7 +98,8 @@ VALID = {
                                                   "encoding_format": st.sampled_from(["float", "base64"]),
                                                   "dimensions": st.integers(1, 4096) | st.none(),
                                                   "user": st.text(max_size=10)}),
-    "search": st.fixed_dictionaries({"query": st.text(min_size=1, max_size=LIMITS.max_query_chars).filter(str.strip)},
+    "search": st.fixed_dictionaries({"query": st.text(min_size=1, max_size=LIMITS.max_query_chars).filter(
+                                        has_visible_text)},
                                     optional={"k": st.integers(1, SEARCH.max_k),
                                               "offset": st.integers(0, SEARCH.max_offset),
                                               "collection": collection_names | st.none(),
@@ -162,7 +165,8 @@ def test_a_wrong_type_in_any_field_is_400_invalid_request(name, data):
 @given(data=st.data(), extra=st.text(min_size=1, max_size=10))
 def test_an_unknown_field_is_400_except_on_the_openai_route(name, data, extra):
     payload = data.draw(VALID[name])
-    if extra in payload:
+    known = {"embed": EmbedRequest, "search": SearchRequest, "documents": DocumentsRequest}[name].model_fields
+    if extra in payload or extra in known:  # a field of the model, not an unknown one ("k": 1 is a valid k)
         return
     assert refused(READERS[name], {**payload, extra: 1}) == (400, "invalid_request")
     assert read_embeddings({**data.draw(VALID["embeddings"]), "x-" + extra: 1})  # OpenAI's: ignored

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ragserve.documents import shorten
 from ragserve.errors import Forbidden
 
 
@@ -24,4 +25,4 @@ def check_collection_access(event: Mapping, collection: str) -> None:
         return
     names = allowed if isinstance(allowed, list) else str(allowed).split(",")
     if collection not in {n.strip() for n in names}:
-        raise Forbidden(f"this key may not use collection {collection!r}", code="forbidden_collection")
+        raise Forbidden(f"this key may not use collection {shorten(collection)!r}", code="forbidden_collection")

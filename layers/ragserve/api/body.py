@@ -10,6 +10,7 @@ from typing import TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from ragserve.documents import shorten
 from ragserve.errors import InvalidInput, PayloadTooLarge
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -60,9 +61,10 @@ def parse_body(event: dict, model: type[Model], max_bytes: int) -> Model:
 
 
 def describe(exc: ValidationError) -> str:
-    """A short, user-facing summary of pydantic errors (no Python internals)."""
+    """A short, user-facing summary of pydantic errors (no Python internals; field names
+    the caller chose, such as metadata keys, cut to their first characters)."""
     parts = []
     for error in exc.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "body"
+        where = ".".join(shorten(str(p)) for p in error["loc"]) or "body"
         parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)

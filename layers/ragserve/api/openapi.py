@@ -77,13 +77,15 @@ OPERATIONS: dict[str, OperationDoc] = {  # by Route.operation
 }
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed request: invalid JSON or UTF-8, wrong type, unknown field, empty or whitespace-only text, "
-         "a value out of range, an invalid collection name or document id",
+    400: "Malformed request: invalid JSON or UTF-8, wrong type, unknown field, an empty text (no visible "
+         "character), a value out of range (metadata and filter numbers: within 2^53 - 1), an invalid collection "
+         "name or document id",
     401: "No `x-api-key` header",
     403: "Unknown key, a read key on a write route, or a collection the key may not use",
     404: "No such route, collection or model",
     405: "This method is not allowed on this path",
-    409: "The Idempotency-Key was used with another body, or a request with it is still in progress",
+    409: "The Idempotency-Key was used for another request (another route, document id or body), or a request "
+         "with it is still in progress",
     413: "A limit was exceeded: body size, number of texts or documents, text or query length",
     429: "Over the key's rate limit: retry after `Retry-After` seconds",
     503: "Not ready (model or index not loaded), or a dependency is down with no fallback",
@@ -186,8 +188,9 @@ def _operation(route: Route, doc: OperationDoc) -> dict[str, Any]:
     ]
     if doc.idempotency_key:
         parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                           "description": "a replay with the same key (and body) gets the first answer and "
-                                          "makes no second job; the same key with another body is 409",
+                           "description": "a replay of the same request (route, document id and body) with "
+                                          "the same key gets the first answer and makes no second job; the same "
+                                          "key for another request is 409; after 24 hours the key is free again",
                            "schema": {"type": "string"}})
     operation: dict[str, Any] = {
         "operationId": route.operation,

@@ -18,10 +18,12 @@ class KeyLookup(Protocol):
 
 
 def api_key_of(event: Mapping) -> str | None:
-    """The ``x-api-key`` header of a REQUEST authorizer event (any case), or None."""
+    """The ``x-api-key`` header of a REQUEST authorizer event (any case), exactly as
+    sent, or None when it is missing, empty or whitespace only. Never stripped: a key
+    with whitespace around it is not the key (403, as the local gateway answers)."""
     for name, value in (event.get("headers") or {}).items():
         if name.lower() == API_KEY_HEADER and isinstance(value, str) and value.strip():
-            return value.strip()
+            return value
     return None
 
 

@@ -119,10 +119,17 @@ class KeyRecord:
 
 
 def parse_collections(spec: str | None) -> tuple[str, ...] | None:
-    """``a,b`` -> ("a", "b"); empty, None or ``*`` -> None (every collection)."""
+    """``a,b`` -> ("a", "b"); empty, None or ``*`` -> None (every collection).
+
+    A list with an empty item (``,``, ``a,,b``, ``a,``) is an error (InvalidInput), never
+    every collection."""
+    from ragserve.errors import InvalidInput
     from ragserve.snapshots.format import validate_collection as check_collection_name
 
     if spec is None or spec.strip() in ("", ALL_COLLECTIONS):
         return None
-    names = tuple(dict.fromkeys(check_collection_name(part.strip()) for part in spec.split(",") if part.strip()))
-    return names or None
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(parts):
+        raise InvalidInput(f"--collections {spec!r} lists an empty collection name; "
+                           f"give names separated by commas, or {ALL_COLLECTIONS!r} for every collection")
+    return tuple(dict.fromkeys(check_collection_name(part) for part in parts))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ragserve.documents import has_visible_text
 from ragserve.embedding.encodings import Encoding, encode_vectors
 from ragserve.errors import InvalidInput, PayloadTooLarge
 from ragserve.model.encoder import Encoder
@@ -34,8 +35,8 @@ def validate_texts(texts: Sequence[str], limits: Limits) -> None:
             raise PayloadTooLarge(
                 f"text {i} has {len(text)} characters; the limit is {limits.max_text_chars}",
                 code="text_too_long")
-        if not text.strip():
-            raise InvalidInput(f"text {i} is empty or whitespace only", code="empty_text")
+        if not has_visible_text(text):
+            raise InvalidInput(f"text {i} is empty or has no visible character", code="empty_text")
 
 
 def embed_texts(encoder: Encoder, texts: Sequence[str], *, limits: Limits, normalize: bool = True,

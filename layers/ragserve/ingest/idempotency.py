@@ -1,17 +1,26 @@
 """Idempotency of the write routes with Powertools' idempotency utility.
 
-A POST with an ``Idempotency-Key`` is recorded under (caller, collection, key): a
-replay answers the first response and creates no second job; the same key with a
-different body is a 409; a replay while the first is still running is a 409 too. The
-record lives in DynamoDB in AWS (Powertools' ``DynamoDBPersistenceLayer``) and in a
-SQLite file locally (``SqlitePersistenceLayer``, the same conditions as DynamoDB's).
-Job ids are also derived from the key, and the queue deduplicates them, so a write is
-never doubled even when the idempotency store is down: the request then proceeds.
+A write with an ``Idempotency-Key`` is recorded under (caller, collection, key) with a
+fingerprint of the request: method, route and path parameters (the document id of a
+DELETE) and the body. A replay of the same request answers the first response and
+creates no second job; the same key for another request (another route, document id
+or body) is a 409 ``idempotency_key_reused``; a replay while the first is still running
+is a 409 ``idempotency_in_progress``. The record lives in DynamoDB in AWS (Powertools'
+``DynamoDBPersistenceLayer``) and in a SQLite file locally (``SqlitePersistenceLayer``,
+the same conditions as DynamoDB's) and expires after ``EXPIRES_SECONDS``: the key may
+then be used again, for a new job.
+
+Job ids are never shared by two different requests: a request the store records as new
+gets a fresh random job id. Only when the store is down (the request then proceeds) is
+the job id derived from caller, collection, key and fingerprint, so that a retry of the
+very same request maps to the same job and the queue deduplicates it, while the same
+key with another body is a job of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -35,6 +44,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
 from ragserve.errors import Conflict
+from ragserve.ingest.jobs import new_job_id
 
 EXPIRES_SECONDS = 24 * 3600
 
@@ -106,41 +116,70 @@ def persistence_layer(table_name: str, local_path: Path) -> BasePersistenceLayer
     return SqlitePersistenceLayer(local_path)
 
 
+def describe_route(method: str, resource: str, **parameters: str) -> str:
+    """The route of a request as its fingerprint reads it: method, resource template and
+    path parameters (decoded), e.g. ``DELETE /v1/collections/{c}/documents/{id} c="docs" id="a"``."""
+    values = " ".join(f"{name}={json.dumps(value)}" for name, value in sorted(parameters.items()))
+    return f"{method.upper()} {resource} {values}".rstrip()
+
+
+def request_sha256(route: str, body: bytes) -> str:
+    """What an Idempotency-Key stands for: the route (``describe_route``) and the body."""
+    return hashlib.sha256(route.encode("utf-8", "surrogatepass") + b"\0" + body).hexdigest()
+
+
 class IdempotentWrites:
-    """Runs a write at most once per (caller, collection, Idempotency-Key)."""
+    """Runs a write at most once per (caller, collection, Idempotency-Key) and request."""
 
     def __init__(self, persistence: BasePersistenceLayer, *, log=None) -> None:
         self._log = log
         self.config = IdempotencyConfig(event_key_jmespath="[principal, collection, key]",
-                                        payload_validation_jmespath="body_sha256",
+                                        payload_validation_jmespath="request_sha256",
                                         expires_after_seconds=EXPIRES_SECONDS)
         self._persistence = persistence
 
     def run(self, *, principal: str, collection: str, key: str | None, body: bytes,
-            write: Callable[[], dict[str, Any]], context: Any = None) -> dict[str, Any]:
-        """``write()`` once; its result again for a replay of the same request."""
+            write: Callable[[str], dict[str, Any]], route: str = "", context: Any = None) -> dict[str, Any]:
+        """``write(job_id)`` once; its result again for a replay of the same request.
+
+        ``route`` (``describe_route``) and ``body`` are the request the key stands for."""
         if not key:
-            return write()
+            return write(new_job_id())
         if context is not None:
             self.config.register_lambda_context(context)
+        fingerprint = request_sha256(route, body)
+        ran: dict[str, Any] = {}  # what happened inside the guard, for a store that fails around it
 
         @idempotent_function(data_keyword_argument="request", config=self.config, persistence_store=self._persistence)
         def guarded(request: dict[str, Any]) -> dict[str, Any]:
-            return write()
+            ran["job_id"] = new_job_id()  # recorded as a new request: a new job
+            try:
+                ran["result"] = write(ran["job_id"])
+            except BaseException as exc:
+                ran["error"] = exc
+                raise
+            return ran["result"]
 
-        request = {"principal": principal, "collection": collection, "key": key,
-                   "body_sha256": hashlib.sha256(body).hexdigest()}
+        request = {"principal": principal, "collection": collection, "key": key, "request_sha256": fingerprint}
         try:
             return guarded(request=request)
         except IdempotencyValidationError:
-            raise Conflict("this Idempotency-Key was used with a different request body",
-                           code="idempotency_key_reused") from None
+            raise Conflict("this Idempotency-Key was used for another request (another route, document id or body); "
+                           "use a new key for a new request", code="idempotency_key_reused") from None
         except IdempotencyAlreadyInProgressError:
             raise Conflict("a request with this Idempotency-Key is still in progress; retry shortly",
                            code="idempotency_in_progress") from None
         except IdempotencyPersistenceLayerError as exc:
-            if self._log:
-                self._log.warning("idempotency store unavailable; job ids still deduplicate",
-                                  extra={"error": type(exc.__cause__ or exc).__name__})
-            return write()
+            reason = type(exc.__cause__ or exc).__name__
+            if "result" in ran:  # the job is queued; only recording the answer failed
+                self._warn("idempotency store failed to record an answer; the job is queued", ran["job_id"], reason)
+                return ran["result"]
+            if "error" in ran:  # the write failed, and so did clearing the record
+                raise ran["error"] from None
+            job_id = new_job_id(collection, principal, key, fingerprint)
+            self._warn("idempotency store unavailable; the job id is derived from the request", job_id, reason)
+            return write(job_id)
 
+    def _warn(self, message: str, job_id: str, reason: str) -> None:
+        if self._log:
+            self._log.warning(message, extra={"job_id": job_id, "error": reason})

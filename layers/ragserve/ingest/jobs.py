@@ -56,10 +56,22 @@ def _is_record(value: object) -> bool:
             and isinstance(value.get("metadata") or {}, dict))
 
 
-def new_job_id(collection: str, principal: str, idempotency_key: str | None) -> str:
-    """Deterministic for a replay (same caller, collection and Idempotency-Key)."""
+def new_job_id(collection: str | None = None, principal: str | None = None, idempotency_key: str | None = None,
+               request_sha256: str = "") -> str:
+    """The job id of one accepted request: ``job-`` + 32 hex digits.
+
+    Random, unless ``idempotency_key`` is given: then derived from the caller, the
+    collection, the key and the request's fingerprint (route, path parameters and body,
+    ``request_sha256``). Only the idempotency layer asks for a derived id, and only when
+    its store cannot say whether the request is new (the store is down): a true retry of
+    the same request then maps to the same job, which the queue deduplicates, while the
+    same key with another route or body is another job. Whenever the store answers, a
+    new request gets a random id and a replay gets the recorded answer, so the id of a
+    write is never shared by two different requests (a key reused after its record
+    expired included)."""
     if idempotency_key:
-        digest = hashlib.sha256(f"{principal}\0{collection}\0{idempotency_key}".encode()).hexdigest()
+        digest = hashlib.sha256(
+            f"{principal}\0{collection}\0{idempotency_key}\0{request_sha256}".encode()).hexdigest()
         return "job-" + digest[:32]
     return "job-" + uuid.uuid4().hex
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import orjson
 
 from ragserve.api.requests import DocumentIn
-from ragserve.documents import MAX_ID_CHARS, MAX_METADATA_BYTES, Document
+from ragserve.documents import MAX_ID_CHARS, MAX_METADATA_BYTES, Document, has_visible_text, shorten
 from ragserve.errors import InvalidInput, PayloadTooLarge
 from ragserve.ingest.jobs import IngestJob, new_job_id, split_upserts
 from ragserve.ingest.queue import JobQueue
@@ -42,13 +42,14 @@ def validate_documents(documents: Sequence[DocumentIn], limits: Limits, max_docu
     for i, doc in enumerate(documents):
         check_document_id(doc.id)
         if doc.id in seen:
-            raise InvalidInput(f"document {i}: id {doc.id!r} appears twice in this request", code="duplicate_id")
+            raise InvalidInput(f"document {i}: id {shorten(doc.id)!r} appears twice in this request",
+                               code="duplicate_id")
         seen.add(doc.id)
         if len(doc.text) > limits.max_text_chars:
             raise PayloadTooLarge(f"document {i} has {len(doc.text)} characters; the limit is "
                                   f"{limits.max_text_chars}", code="text_too_long")
-        if not doc.text.strip():
-            raise InvalidInput(f"document {i}: text is empty or whitespace only", code="empty_text")
+        if not has_visible_text(doc.text):
+            raise InvalidInput(f"document {i}: text is empty or has no visible character", code="empty_text")
         if len(orjson.dumps(doc.metadata)) > MAX_METADATA_BYTES:
             raise PayloadTooLarge(f"document {i}: metadata is over {MAX_METADATA_BYTES} bytes",
                                   code="metadata_too_large")
@@ -56,20 +57,20 @@ def validate_documents(documents: Sequence[DocumentIn], limits: Limits, max_docu
     return out
 
 
-def accept_upserts(queue: JobQueue, collection: str, documents: Sequence[DocumentIn], *, principal: str,
-                   idempotency_key: str | None, limits: Limits, max_documents: int) -> Accepted:
+def accept_upserts(queue: JobQueue, collection: str, documents: Sequence[DocumentIn], *, job_id: str | None = None,
+                   limits: Limits, max_documents: int) -> Accepted:
+    """Queue the documents under ``job_id`` (the idempotency layer's, or a new random one)."""
     check_collection_name(collection)
     docs = validate_documents(documents, limits, max_documents)
-    job_id = new_job_id(collection, principal, idempotency_key)
+    job_id = job_id or new_job_id()
     for part in split_upserts(job_id, collection, docs):
         queue.send(part)
     return Accepted(job_id, len(docs))
 
 
-def accept_delete(queue: JobQueue, collection: str, doc_id: str, *, principal: str,
-                  idempotency_key: str | None) -> Accepted:
+def accept_delete(queue: JobQueue, collection: str, doc_id: str, *, job_id: str | None = None) -> Accepted:
     check_collection_name(collection)
     check_document_id(doc_id)
-    job_id = new_job_id(collection, principal, idempotency_key)
+    job_id = job_id or new_job_id()
     queue.send(IngestJob(job_id, 0, collection, deletes=(doc_id,)))
     return Accepted(job_id, 1)

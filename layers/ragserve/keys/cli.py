@@ -71,13 +71,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from ragserve.settings import SettingsError
 
     try:
+        collections = parse_collections(args.collections) if args.action == "create" else None
         manager = _manager(args)
         if args.action == "create":
-            issued = manager.create(args.scope, args.tier, parse_collections(args.collections),
-                                    plan_id=args.usage_plan_id)
+            issued = manager.create(args.scope, args.tier, collections, plan_id=args.usage_plan_id)
             _print_issued(issued, args, "created")
         elif args.action == "rotate":
-            _print_issued(manager.rotate(args.key_id), args, "rotated")
+            issued = manager.rotate(args.key_id)
+            _print_issued(issued, args, "rotated")
+            for problem in issued.problems:  # an old secret still works: say so, and fail
+                print(f"ragserve keys: the previous secret was not revoked: {problem}", file=sys.stderr)
+            if issued.problems:
+                return 1
         elif args.action == "revoke":
             revoked = manager.revoke(args.key_id)
             if args.json:

@@ -2,9 +2,13 @@
 API Gateway holds the key (its value is the usage identifier) in a tier's usage plan.
 
 Order matters: a key is attached to its usage plan *before* its record is written, so
-the authorizer never approves a key that usage plans would refuse; revoking marks the
-record first, then deletes the API Gateway key, which stops metering (and so every
-request) at once even while an authorizer answer is still cached."""
+the authorizer never approves a key that usage plans would refuse. Revoking deletes the
+API Gateway key first, which stops metering (and so every request) at once even while
+an authorizer answer is still cached, and only then marks the record revoked: a delete
+that fails leaves the record active, so the key stays listed and a rerun of ``revoke``
+finishes the job. A rerun also deletes the API Gateway key of a record already marked
+revoked (left behind by a revoke that failed halfway before this order), so revoking is
+always safe to retry."""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ def usage_plan_name(stage: str, tier: str) -> str:
 class IssuedKey:
     key: str  # shown once
     record: KeyRecord
+    problems: tuple[str, ...] = ()  # rotate: old secrets that could not be revoked (still active)
 
 
 class UsagePlans:
@@ -79,6 +84,7 @@ class UsagePlans:
             pass  # already gone: revoking is idempotent
 
 
+
 class KeyManager:
     def __init__(self, store: DynamoKeyStore, plans: UsagePlans, stage: str) -> None:
         self.store = store
@@ -122,18 +128,41 @@ class KeyManager:
             raise KeyManagementError(f"key {key_id!r} is revoked; create a new one")
         current = active[-1]
         issued = self.create(current.scope, current.tier, current.collections, key_id=key_id)
-        for record in active:
-            self._revoke(record)
-        return issued
+        problems = []
+        for record in active:  # the new secret is issued: report what fails, never lose the new key
+            try:
+                self._revoke(record, retry=f"ragserve keys rotate {key_id}")
+            except KeyManagementError as exc:
+                problems.append(str(exc))
+        return IssuedKey(issued.key, issued.record, tuple(problems))
 
     def revoke(self, key_id: str) -> list[KeyRecord]:
-        return [self._revoke(record) for record in self.active(key_id)]
+        """Revoke every active secret of ``key_id`` (the records revoked now), and delete
+        any API Gateway key an earlier, interrupted revoke left behind. Safe to rerun."""
+        records = self.store.by_key_id(key_id)
+        if not records:
+            raise KeyManagementError(f"no key {key_id!r}")
+        for record in records:
+            if not record.active:
+                self._delete_api_key(record)  # gone already: a no-op
+        return [self._revoke(record) for record in records if record.active]
 
-    def _revoke(self, record: KeyRecord) -> KeyRecord:
-        revoked = self.store.mark_revoked(record)
-        if record.api_gateway_key_id:
+    def _revoke(self, record: KeyRecord, *, retry: str = "") -> KeyRecord:
+        """The API Gateway key first (the key stops at once), then the record."""
+        self._delete_api_key(record, retry=retry)
+        return self.store.mark_revoked(record)
+
+    def _delete_api_key(self, record: KeyRecord, *, retry: str = "") -> None:
+        if not record.api_gateway_key_id:
+            return
+        try:
             self.plans.delete_key(record.api_gateway_key_id)
-        return revoked
+        except Exception as exc:  # botocore's errors: throttling, access denied, network
+            state = "still active" if record.active else "revoked, but its API Gateway key still exists"
+            raise KeyManagementError(
+                f"could not delete API Gateway key {record.api_gateway_key_id} of {record.key_id} "
+                f"({type(exc).__name__}: {exc}); the secret is {state}: run "
+                f"`{retry or 'ragserve keys revoke ' + record.key_id}` again") from exc
 
     def list(self, *, include_revoked: bool = False) -> list[KeyRecord]:
         return [r for r in self.store.all() if include_revoked or r.active]

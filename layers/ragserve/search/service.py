@@ -8,6 +8,7 @@ import orjson
 
 from ragserve.api.requests import SearchRequest
 from ragserve.cache.queries import QueryCache, query_cache_key
+from ragserve.documents import has_visible_text
 from ragserve.errors import InvalidInput, PayloadTooLarge
 from ragserve.model.encoder import Encoder
 from ragserve.search.collection import SearchPage
@@ -21,8 +22,8 @@ def validate_search(request: SearchRequest, limits: Limits, search_limits: Searc
     if len(request.query) > limits.max_query_chars:
         raise PayloadTooLarge(f"query has {len(request.query)} characters; the limit is {limits.max_query_chars}",
                               code="query_too_long")
-    if not request.query.strip():
-        raise InvalidInput("query is empty or whitespace only", code="empty_query")
+    if not has_visible_text(request.query):
+        raise InvalidInput("query is empty or has no visible character", code="empty_query")
     if not 1 <= request.k <= search_limits.max_k:
         raise InvalidInput(f"k must be between 1 and {search_limits.max_k}", code="invalid_k")
     if request.offset < 0:

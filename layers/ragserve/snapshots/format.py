@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ragserve.documents import shorten
 from ragserve.errors import InvalidInput
 
 # Lower case only: a collection is a directory name, and the default file systems of
@@ -19,8 +20,9 @@ COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 def validate_collection(collection: str) -> str:
     """Return ``collection`` if it is a safe name for a directory and an S3 key part."""
     if not isinstance(collection, str) or not COLLECTION_NAME.fullmatch(collection):
+        shown = shorten(collection) if isinstance(collection, str) else collection  # a long name, cut
         raise InvalidInput(
-            f"invalid collection name {collection!r}: use 1-63 lower-case letters, digits, '-' or '_', "
+            f"invalid collection name {shown!r}: use 1-63 lower-case letters, digits, '-' or '_', "
             "starting with a letter or digit"
         )
     return collection

@@ -176,3 +176,189 @@ def test_ops_health_is_unhealthy_without_the_keys_table(aws, moto_endpoint):
     body = json.loads(result["health"]["body"])
     assert result["health"]["statusCode"] == 503 and body["status"] == "unhealthy"
     assert body["checks"] == {"keys_table": "unreachable: ResourceNotFoundException"}
+
+
+# ------------------------------------------------------------- /health: index and Valkey
+
+
+def publish_canary(s3, bucket: str, encoder, tmp_path, collection: str | None = None) -> int:
+    """The canary collection (or ``collection``) as the single writer publishes it from the seed job."""
+    from dataclasses import replace
+
+    from ragserve.dependencies.canary import CANARY_COLLECTION, seed_job
+    from ragserve.ingest.writer import CollectionWriter
+    from ragserve.settings import IndexSettings
+    from ragserve.snapshots.s3 import S3SnapshotStore
+
+    store = S3SnapshotStore(bucket, client=s3)
+    name = collection or CANARY_COLLECTION
+    CollectionWriter(store, encoder, IndexSettings(), tmp_path / "scratch").apply(
+        name, [replace(seed_job(), collection=name)])
+    return store.current(name)
+
+
+def test_ops_health_reads_the_canary_index_and_pings_valkey(aws, moto_endpoint, redis_server, encoder, tmp_path):
+    # GIVEN the canary collection published in the bucket, and Valkey up
+    s3 = aws("s3")
+    s3.create_bucket(Bucket="ragserve-test-snapshots")
+    version = publish_canary(s3, "ragserve-test-snapshots", encoder, tmp_path)
+    # WHEN the ops function (AWS mode) answers /health
+    result = run_ops(moto_endpoint, RAGSERVE_SNAPSHOT_BUCKET="ragserve-test-snapshots",
+                     RAGSERVE_QUERY_CACHE_URL=redis_server.url)
+    body = json.loads(result["health"]["body"])
+    # THEN the index (CURRENT and the manifest, verified) and Valkey are ok, and the
+    # default collection being absent is no finding (index_version: the default's, none)
+    assert body["checks"] == {"snapshot_bucket": "ok", "index": "ok", "query_cache": "ok"}
+    assert body["status"] == "healthy" and result["health"]["statusCode"] == 200
+    assert version == 1 and body["index_version"] is None
+    # AND with a default collection, its live version is /health's index_version
+    publish_canary(s3, "ragserve-test-snapshots", encoder, tmp_path, "default")
+    publish_canary(s3, "ragserve-test-snapshots", encoder, tmp_path, "default")  # unchanged: no new version
+    body = json.loads(run_ops(moto_endpoint, RAGSERVE_SNAPSHOT_BUCKET="ragserve-test-snapshots")["health"]["body"])
+    assert body["checks"]["index"] == "ok" and body["index_version"] == 1
+
+
+def test_ops_health_is_degraded_by_an_unreadable_index_or_valkey_down(aws, moto_endpoint, encoder, tmp_path):
+    import socket
+
+    s3 = aws("s3")
+    s3.create_bucket(Bucket="ragserve-test-snapshots")
+    publish_canary(s3, "ragserve-test-snapshots", encoder, tmp_path)
+    # GIVEN a default collection whose manifest is altered, and nothing listening for Valkey
+    s3.put_object(Bucket="ragserve-test-snapshots", Key="collections/default/CURRENT", Body=b"3\n")
+    s3.put_object(Bucket="ragserve-test-snapshots", Key="collections/default/versions/v3.json", Body=b'{"format": 2}')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    result = run_ops(moto_endpoint, RAGSERVE_SNAPSHOT_BUCKET="ragserve-test-snapshots", RAGSERVE_QUERY_CACHE_URL=dead)
+    body = json.loads(result["health"]["body"])
+    # THEN both are findings (degraded: the service still answers), named without resources
+    assert result["health"]["statusCode"] == 200 and body["status"] == "degraded"
+    assert body["checks"]["index"] == "default: snapshot_corrupt"
+    assert body["checks"]["query_cache"].startswith("unreachable: ")
+    assert "127.0.0.1" not in json.dumps(body) and "ragserve-test-snapshots" not in json.dumps(body)
+    assert body["index_version"] is None
+    # AND a bucket without the canary collection: not seeded yet
+    s3.create_bucket(Bucket="ragserve-empty")
+    empty = json.loads(run_ops(moto_endpoint, RAGSERVE_SNAPSHOT_BUCKET="ragserve-empty")["health"]["body"])
+    assert empty["checks"]["index"] == "canary: no version yet" and empty["status"] == "degraded"
+
+
+def test_ops_health_asks_the_embed_and_search_functions_of_its_stage(aws, moto_endpoint):
+    # GIVEN a stage whose functions cannot be reached (moto has no such function)
+    result = run_ops(moto_endpoint, RAGSERVE_STAGE="test", RAGSERVE_KEYS_TABLE=create_keys_table(aws("dynamodb")))
+    body = json.loads(result["health"]["body"])
+    # THEN the model is unknown and the service unhealthy: nothing can embed or search
+    assert result["health"]["statusCode"] == 503 and body["status"] == "unhealthy"
+    assert body["checks"]["embed_function"] == body["checks"]["search_function"] == \
+        "unreachable: ResourceNotFoundException"
+    assert body["checks"]["keys_table"] == "ok" and body["model"] is None
+
+
+# ------------------------------------------------- the canary setup (CloudFormation custom resource)
+
+
+def canary_request(kind: str, props: dict, physical: str | None = None, old: dict | None = None) -> dict:
+    event = {"RequestType": kind, "ResponseURL": "http://127.0.0.1:9/unused", "StackId": "stack", "RequestId": kind,
+             "LogicalResourceId": "HealthCanarySetup", "ResourceProperties": props}
+    if physical is not None:
+        event["PhysicalResourceId"] = physical
+    if old is not None:
+        event["OldResourceProperties"] = old
+    return event
+
+
+def test_canary_setup_issues_a_read_key_for_the_canary_collection_and_seeds_it(aws, moto_endpoint, monkeypatch):
+    from canary_resources import prepare_canary_resources
+
+    from functions.ops import canary
+    from ragserve.auth.keys import hash_key
+    from ragserve.dependencies.canary import CANARY_COLLECTION, seed_job
+    from ragserve.ingest.jobs import IngestJob
+
+    props = {**prepare_canary_resources(moto_endpoint), "Collection": CANARY_COLLECTION, "Generation": "1"}
+    # WHEN CloudFormation creates the resource
+    key_id, data = canary.handle(canary_request("Create", props))
+    # THEN the secret holds a key whose hash is an active read record for the canary collection only
+    secret = json.loads(aws("secretsmanager").get_secret_value(SecretId=props["SecretArn"])["SecretString"])
+    assert secret["key_id"] == key_id == data["KeyId"] and secret["api_key"].startswith("rsk")
+    [item] = aws("dynamodb").scan(TableName=props["KeysTable"])["Items"]
+    assert item["key_hash"]["S"] == hash_key(secret["api_key"]) and item["status"]["S"] == "active"
+    assert item["scope"]["S"] == "read" and [c["S"] for c in item["collections"]["L"]] == [CANARY_COLLECTION]
+    assert item["tier"]["S"] == props["Tier"]
+    # AND its API Gateway key is in the canary tier's usage plan (usage plans meter it)
+    [in_plan] = aws("apigateway").get_usage_plan_keys(usagePlanId=props["PlanId"])["items"]
+    assert in_plan["id"] == item["api_gateway_key_id"]["S"]
+    # AND the canary documents wait in the ingest queue for the single writer
+    [message] = aws("sqs").receive_message(QueueUrl=props["QueueUrl"], AttributeNames=["All"],
+                                           MaxNumberOfMessages=10)["Messages"]
+    assert IngestJob.from_json(message["Body"]) == seed_job() and data["SeedJobId"] == seed_job().job_id
+    assert message["Attributes"]["MessageGroupId"] == CANARY_COLLECTION
+    # AND the real authorizer lets the key read the canary collection, and nothing else
+    response = authorize(authorizer(monkeypatch, props["KeysTable"]), secret["api_key"],
+                         "arn:aws:execute-api:us-east-1:123456789012:api1/test/POST/v1/search")
+    assert response["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    assert response["context"]["collections"] == CANARY_COLLECTION and response["context"]["scope"] == "read"
+    allowed = response["policyDocument"]["Statement"][0]["Resource"]
+    assert not any("/POST/v1/collections" in arn or "/DELETE/" in arn for arn in allowed)
+    assert any(arn.endswith("/GET/v1/collections/canary") for arn in allowed)
+    assert "rsk" not in json.dumps(data)  # the key goes to the secret only
+
+    # WHEN CloudFormation updates it with the same key properties: the same key, the documents again
+    same, _ = canary.handle(canary_request("Update", props, key_id, old=dict(props)))
+    assert same == key_id
+    # WHEN the generation changes: a new key (a new physical id), stored in the secret
+    newer = {**props, "Generation": "2"}
+    rotated, _ = canary.handle(canary_request("Update", newer, key_id, old=props))
+    assert rotated != key_id
+    assert json.loads(aws("secretsmanager").get_secret_value(
+        SecretId=props["SecretArn"])["SecretString"])["key_id"] == rotated
+    # AND CloudFormation's delete of the old physical id revokes the old key
+    canary.handle(canary_request("Delete", props, key_id))
+    handler = authorizer(monkeypatch, props["KeysTable"])
+    assert authorize(handler, secret["api_key"])["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+    states = {i["key_id"]["S"]: i["status"]["S"] for i in aws("dynamodb").scan(TableName=props["KeysTable"])["Items"]}
+    assert states == {key_id: "revoked", rotated: "active"}
+    with pytest.raises(aws("apigateway").exceptions.NotFoundException):  # usage plans stop it at once
+        aws("apigateway").get_api_key(apiKey=item["api_gateway_key_id"]["S"])
+    # AND a key revoked by hand is replaced at the next update; a delete twice is harmless
+    canary.handle(canary_request("Delete", newer, rotated))
+    canary.handle(canary_request("Delete", newer, rotated))
+    replaced, _ = canary.handle(canary_request("Update", newer, rotated, old=dict(newer)))
+    assert replaced not in (key_id, rotated)
+
+
+def test_canary_setup_answers_cloudformation_even_when_it_fails(aws, moto_endpoint):
+    from functions.ops import canary
+    from ragserve.local.events import LocalContext
+
+    sent = []
+    props = {"KeysTable": "absent", "PlanId": "none", "Tier": "premium", "SecretArn": "none", "QueueUrl": "none",
+             "Collection": "canary", "Generation": "1", "Stage": "test"}
+    original = canary.respond
+    canary.respond = lambda event, answer: sent.append(answer)
+    try:
+        answer = canary.lambda_handler(canary_request("Create", props), LocalContext(function_name="canary"))
+    finally:
+        canary.respond = original
+    assert sent == [answer] and answer["Status"] == "FAILED"
+    assert answer["Reason"].count("\n") == 0 and answer["PhysicalResourceId"]
+    # a delete of a resource whose create failed (no key id) succeeds without calling AWS
+    assert canary.handle(canary_request("Delete", props, "2026/11/30/[$LATEST]abc")) == (
+        "2026/11/30/[$LATEST]abc", {})
+
+
+def authorizer(monkeypatch, table: str):
+    import importlib
+
+    monkeypatch.setenv("RAGSERVE_KEYS_TABLE", table)
+    import functions.ops.authorizer as module
+
+    return importlib.reload(module).lambda_handler
+
+
+def authorize(handler, key: str, method_arn: str = "arn:aws:execute-api:us-east-1:123456789012:api1/test/GET/x"):
+    from ragserve.local.events import LocalContext
+
+    return handler({"type": "REQUEST", "methodArn": method_arn, "headers": {"x-api-key": key}},
+                   LocalContext(function_name="ragserve-authorizer"))
