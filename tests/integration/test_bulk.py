@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from ragserve.documents import Document
 from ragserve.ingest.bulk import build_collection, commit_shards, embed_shard, store_shard
 from ragserve.ingest.jobs import IngestJob
@@ -188,3 +190,27 @@ def test_step_functions_shard_and_merge_handlers_on_s3(moto_server, s3_client, s
                              include_text=False)
     assert len(page.results) == 5
     assert set(live_records(store, "big", tmp_path / "check")) == {f"b{i}" for i in range(310)}
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ('{"id": "a", "text": "\\u200b\\u200c\\u200d"}', "visible"),
+    ('{"id": "a", "text": "\\ufeff\\u0301"}', "visible"),
+    ('{"id": "a", "text": "fine", "metadata": {"n": 18446744073709551616}}', "numbers"),
+    ('{"id": "a", "text": "fine", "metadata": {"n": 9007199254740993}}', "numbers"),
+])
+def test_bulk_input_follows_the_api_rules(line, why):
+    from ragserve.errors import InvalidInput
+    from ragserve.ingest.bulk import read_documents
+
+    with pytest.raises(InvalidInput) as info:
+        read_documents([line], 8192)
+
+    assert why in info.value.message and info.value.message.startswith("line 1:")
+
+
+def test_bulk_input_keeps_safe_numbers_and_visible_text():
+    from ragserve.ingest.bulk import read_documents
+
+    docs = read_documents(['{"id": "a", "text": "caf\\u00e9\\u0301", "metadata": {"n": 9007199254740991}}'], 8192)
+
+    assert [(d.id, d.metadata["n"]) for d in docs] == [("a", 2**53 - 1)]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from ragserve.documents import Document
+from ragserve.documents import MAX_SAFE_INTEGER, Document, has_visible_text, is_safe_number
 from ragserve.errors import InvalidInput
 from ragserve.index.ann import IndexParams
 from ragserve.ingest.writer import CollectionWriter, WriteResult, index_params, manifest_params
@@ -51,8 +51,11 @@ def read_documents(lines: Iterable[bytes | str], max_text_chars: int) -> list[Do
             doc = Document(str(data["id"]), data["text"], data.get("metadata") or {})
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise InvalidInput(f"line {number}: expected {{\"id\", \"text\", \"metadata\"}}: {exc}") from None
-        if not isinstance(doc.text, str) or not doc.text.strip() or len(doc.text) > max_text_chars:
-            raise InvalidInput(f"line {number}: text must be 1-{max_text_chars} characters, not blank")
+        if not isinstance(doc.text, str) or not has_visible_text(doc.text) or len(doc.text) > max_text_chars:
+            raise InvalidInput(f"line {number}: text must be 1-{max_text_chars} characters with a visible one")
+        if not isinstance(doc.metadata, dict) or not all(is_safe_number(v) for v in doc.metadata.values()):
+            raise InvalidInput(f"line {number}: metadata must be an object whose numbers are within "
+                               f"±{MAX_SAFE_INTEGER} (send larger ones as strings)")
         by_id.pop(doc.id, None)
         by_id[doc.id] = doc
     return list(by_id.values())
