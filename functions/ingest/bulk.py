@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ragserve.api.app import InitResult
 from ragserve.ingest.bulk import commit_shards, embed_shard, read_documents, store_shard
-from ragserve.ingest.writer import CollectionWriter, index_params, manifest_params
+from ragserve.ingest.writer import CollectionWriter
 from ragserve.model.encoder import load_encoder
 from ragserve.observability.telemetry import Telemetry
 from ragserve.settings import IngestSettings
@@ -67,9 +67,7 @@ def shard_handler(event: dict, context: LambdaContext) -> dict:
     if not documents:
         return {"shard": key, "documents": 0}
     writer = _writer()
-    _, live = writer.live(collection)
-    replace = bool(event.get("replace"))
-    params = manifest_params(live) if live is not None and not replace else index_params(SETTINGS.index)
+    params = writer.shard_params(collection, replace=bool(event.get("replace")))
     shard = embed_shard(writer.encoder, documents)
     entry = store_shard(writer.store, collection, shard, params, SCRATCH / "build",
                         hnsw_min_rows=writer.hnsw_min_rows, threads=writer.encoder.threads)

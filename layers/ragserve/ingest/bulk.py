@@ -23,7 +23,7 @@ import orjson
 from ragserve.documents import MAX_SAFE_INTEGER, Document, has_visible_text, is_safe_number
 from ragserve.errors import InvalidInput
 from ragserve.index.ann import IndexParams
-from ragserve.ingest.writer import CollectionWriter, WriteResult, index_params, manifest_params
+from ragserve.ingest.writer import CollectionWriter, WriteResult
 from ragserve.model.encoder import Encoder, load_encoder
 from ragserve.segments.files import read_ids, store_segment
 from ragserve.settings import EncoderSettings
@@ -119,8 +119,7 @@ def build_collection(documents: list[Document], collection: str, writer: Collect
     new collection, or with ``replace``)."""
     workers = workers or len(os.sched_getaffinity(0))
     check_collection_name(collection)
-    _, live = writer.live(collection)
-    params = manifest_params(live) if live is not None and not replace else index_params(writer.index_settings)
+    params = writer.shard_params(collection, replace=replace)
     # spawn, not fork: the parent may hold onnxruntime's threads
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(encoder_settings,),
                              mp_context=multiprocessing.get_context("spawn")) as pool:

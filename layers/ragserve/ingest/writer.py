@@ -31,12 +31,19 @@ from ragserve.documents import Document
 from ragserve.index.ann import IndexParams
 from ragserve.ingest.jobs import IngestJob
 from ragserve.model.encoder import Encoder
-from ragserve.segments.files import read_deletes, read_ids, store_deletes, store_segment
+from ragserve.segments.files import (
+    manifest_params,
+    read_deletes,
+    read_ids,
+    store_deletes,
+    store_segment,
+    stored_params,
+)
 from ragserve.segments.idmap import IdMap
 from ragserve.settings import IndexSettings
 from ragserve.snapshots.errors import PointerConflict, SnapshotError, StoreUnreadable
 from ragserve.snapshots.manifest import SegmentEntry, VersionManifest, empty_manifest
-from ragserve.snapshots.store import SnapshotStore
+from ragserve.snapshots.store import SnapshotStore, read_live
 
 PUBLISH_ATTEMPTS = 5  # a compaction that commits meanwhile moves CURRENT: re-read and retry
 
@@ -56,15 +63,6 @@ class WriteResult:
 def index_params(settings: IndexSettings) -> IndexParams:
     return IndexParams(dtype=settings.dtype, connectivity=settings.connectivity,
                        expansion_add=settings.expansion_add, expansion_search=settings.expansion_search)
-
-
-def stored_params(params: IndexParams) -> dict:
-    """What a manifest records of ``params`` (the dtype has a field of its own)."""
-    return {name: getattr(params, name) for name in params.__dataclass_fields__ if name != "dtype"}
-
-
-def manifest_params(manifest: VersionManifest) -> IndexParams:
-    return IndexParams(dtype=manifest.dtype, **manifest.params)
 
 
 @dataclass(slots=True)
@@ -99,14 +97,13 @@ class CollectionWriter:
 
     def live(self, collection: str) -> tuple[int | None, VersionManifest | None]:
         """``(CURRENT, its manifest)``; ``StoreUnreadable`` if either cannot be read."""
-        try:
-            current = self.store.current(collection)
-            return current, (None if current is None else self.store.manifest(collection, current))
-        except PointerConflict:
-            raise
-        except SnapshotError as exc:
-            raise StoreUnreadable(f"collection {collection!r}: the live version cannot be read ({exc.message}); "
-                                  "writes wait until it is repaired") from None
+        return read_live(self.store, collection, waiting="writes wait")
+
+    def shard_params(self, collection: str, *, replace: bool) -> IndexParams:
+        """What a bulk load's segments are built with: the live collection's parameters,
+        or this writer's settings for a new collection (and with ``replace``)."""
+        _, live = self.live(collection)
+        return manifest_params(live) if live is not None and not replace else index_params(self.index_settings)
 
     def id_map(self, collection: str, manifest: VersionManifest | None) -> IdMap:
         """The id map of ``collection`` brought to ``manifest`` (reads only what changed)."""

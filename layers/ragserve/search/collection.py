@@ -18,7 +18,7 @@ import numpy as np
 
 from ragserve.documents import Scalar, metadata_key
 from ragserve.index.ann import IndexParams, VectorIndex
-from ragserve.segments.files import read_deletes, read_records
+from ragserve.segments.files import manifest_params, read_deletes, read_records
 from ragserve.snapshots.manifest import BlobRef, SegmentEntry, VersionManifest
 
 # Results are ranked in windows of this many: pages of the same query on the same
@@ -125,7 +125,7 @@ class LoadedCollection:
         """Open ``manifest``'s segments, reusing those in ``shared`` (a version already
         loaded): only new segments are read; deletion vectors are small and always read."""
         shared = shared or {}
-        params = IndexParams(**{"dtype": manifest.dtype, **manifest.params})
+        params = manifest_params(manifest)
         parts = []
         for entry in manifest.segments:
             segment = shared.get(segment_key(entry)) or LoadedSegment.open(entry, params, blob)

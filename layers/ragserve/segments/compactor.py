@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ragserve.index.ann import IndexParams
-from ragserve.segments.files import read_deletes, read_records, store_deletes, store_segment
+from ragserve.segments.files import manifest_params, read_deletes, read_records, store_deletes, store_segment
 from ragserve.segments.policy import MergePolicy
-from ragserve.snapshots.errors import PointerConflict, SnapshotError, StoreUnreadable
+from ragserve.snapshots.errors import PointerConflict
 from ragserve.snapshots.manifest import SegmentEntry, VersionManifest
-from ragserve.snapshots.store import SnapshotStore
+from ragserve.snapshots.store import SnapshotStore, read_live
 
 COMMIT_ATTEMPTS = 5
 
@@ -49,12 +48,7 @@ class Compactor:
         self._log = log
 
     def _live(self, collection: str) -> tuple[int | None, VersionManifest | None]:
-        try:
-            current = self.store.current(collection)
-            return current, (None if current is None else self.store.manifest(collection, current))
-        except SnapshotError as exc:
-            raise StoreUnreadable(f"collection {collection!r}: the live version cannot be read "
-                                  f"({exc.message}); compaction waits until it is repaired") from None
+        return read_live(self.store, collection, waiting="compaction waits")
 
     def _deleted(self, collection: str, entry: SegmentEntry) -> np.ndarray:
         if entry.deletes is None:
@@ -82,7 +76,7 @@ class Compactor:
         started = time.perf_counter()
         chosen = [manifest.segment(i) for i in chosen_ids]
         cache = self.scratch_dir / "blobs"
-        params = IndexParams(**{"dtype": manifest.dtype, **manifest.params})
+        params = manifest_params(manifest)
         records: list[dict] = []
         blocks: list[np.ndarray] = []
         origin: list[tuple[str, np.ndarray]] = []  # (segment id, its rows kept), in merged order

@@ -14,8 +14,18 @@ import numpy as np
 import orjson
 
 from ragserve.index.ann import IndexParams, VectorIndex
-from ragserve.snapshots.manifest import BlobRef, SegmentEntry, VersionManifest
+from ragserve.snapshots.manifest import BlobRef, SegmentEntry, VersionManifest, empty_manifest
 from ragserve.snapshots.store import SnapshotStore
+
+
+def stored_params(params: IndexParams) -> dict:
+    """What a manifest records of ``params`` (the dtype has a field of its own)."""
+    return {name: getattr(params, name) for name in params.__dataclass_fields__ if name != "dtype"}
+
+
+def manifest_params(manifest: VersionManifest) -> IndexParams:
+    """The index parameters a manifest's segments are built and searched with."""
+    return IndexParams(dtype=manifest.dtype, **manifest.params)
 
 
 def write_segment_files(directory: Path, records: Sequence[dict], vectors: np.ndarray, params: IndexParams, *,
@@ -96,10 +106,8 @@ def publish_segments(store: SnapshotStore, collection: str, records: Sequence[di
     """A new collection (no version yet) of already embedded rows, cut into segments of
     ``segment_rows``, published as version 1: for benchmarks and seeding, where there is
     no encoder to run. ``PointerConflict`` if the collection exists."""
-    from ragserve.snapshots.manifest import empty_manifest
-
     base = empty_manifest(collection, model_id=model_id, dimensions=int(vectors.shape[1]), dtype=params.dtype,
-                          params={k: getattr(params, k) for k in params.__dataclass_fields__ if k != "dtype"})
+                          params=stored_params(params))
     entries = [store_segment(store, collection, f"s1-{n}", records[start:start + segment_rows],
                              vectors[start:start + segment_rows], params, scratch_dir,
                              hnsw_min_rows=hnsw_min_rows, threads=threads)

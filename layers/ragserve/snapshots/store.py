@@ -20,7 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragserve.snapshots.errors import CollectionNotFound, PointerConflict, SnapshotCorrupt, VersionExists
+from ragserve.snapshots.errors import (
+    CollectionNotFound,
+    PointerConflict,
+    SnapshotCorrupt,
+    SnapshotError,
+    StoreUnreadable,
+    VersionExists,
+)
 from ragserve.snapshots.manifest import BlobRef, VersionManifest
 
 POINTER = "CURRENT"
@@ -155,6 +162,17 @@ class SnapshotStore(ABC):
         """The manifest ``CURRENT`` names; None if the collection has no version."""
         version = self.current(collection)
         return None if version is None else self.manifest(collection, version)
+
+
+def read_live(store: SnapshotStore, collection: str, *, waiting: str) -> tuple[int | None, VersionManifest | None]:
+    """``(CURRENT, its manifest)`` for a writer or a compactor about to build on it;
+    ``StoreUnreadable`` (naming who ``waiting`` until a repair) if either cannot be read."""
+    try:
+        current = store.current(collection)
+        return current, (None if current is None else store.manifest(collection, current))
+    except SnapshotError as exc:
+        raise StoreUnreadable(f"collection {collection!r}: the live version cannot be read ({exc.message}); "
+                              f"{waiting} until it is repaired") from None
 
 
 def check_pointer(collection: str, version: int, current: int | None, expected_current: int | None) -> None:
